@@ -1,0 +1,44 @@
+"""Errors that name the problem, so every face (CLI, API) can show them as one clear line.
+
+Every error lookalike raises on purpose derives from :class:`LookalikeError`; anything else is a bug.
+"""
+
+
+class LookalikeError(Exception):
+    """Base of all expected failures: bad input, missing files, mismatched models."""
+
+
+class ImageError(LookalikeError):
+    """An input could not be used as an image (corrupt, truncated, not an image, too large)."""
+
+
+class ModelError(LookalikeError):
+    """A model could not be loaded or exported (missing weights, bad ONNX file or sidecar)."""
+
+
+class IndexError_(LookalikeError):
+    """The index is missing, unreadable, or asked to do something it cannot."""
+
+
+class ModelMismatchError(IndexError_):
+    """The index was built with another model (or dimension, or preprocessing) than the one in use."""
+
+
+class VectorSizeError(IndexError_):
+    """A vector's dimension does not match the index."""
+
+
+class FilterError(LookalikeError):
+    """A metadata filter is malformed."""
+
+
+class SourceError(LookalikeError):
+    """A catalogue source (folder, manifest, bucket, URL) cannot be read."""
+
+
+class FetchError(SourceError):
+    """A URL could not be fetched (unreachable, refused, too large, wrong content type)."""
+
+
+class NotFoundError(LookalikeError):
+    """An item id is not in the index."""
