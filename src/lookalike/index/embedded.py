@@ -57,9 +57,11 @@ class EmbeddedIndex(VectorIndex):
         self.settings = settings
         self._db = connection
         self._lock = threading.RLock()
-        self._faiss = self._new_faiss()
-        self._vids = np.zeros(0, dtype=np.int64)  # position in self._faiss -> vid
-        self._live = np.zeros(0, dtype=bool)  # position -> still an item
+        self._faiss: faiss.Index
+        self._faiss_owner: faiss.Index | None  # the checkpoint's IndexIDMap2, which owns self._faiss
+        self._vids: np.ndarray  # position in self._faiss -> vid
+        self._live: np.ndarray  # position -> still an item
+        self._reset_faiss()
         self._dirty = False
 
     # ----------------------------------------------------------------------------------- opening
@@ -106,23 +108,26 @@ class EmbeddedIndex(VectorIndex):
         index.hnsw.efSearch = self.settings.ef_search
         return index
 
+    def _reset_faiss(self) -> None:
+        self._faiss, self._faiss_owner = self._new_faiss(), None
+        self._vids, self._live = np.zeros(0, dtype=np.int64), np.zeros(0, dtype=bool)
+
     def _load_checkpoint(self) -> None:
         checkpoint = self.path / FAISS_NAME
         if checkpoint.is_file():
             try:
-                wrapper = faiss.read_index(str(checkpoint))  # already the IndexIDMap2 type; owns the inner index
+                wrapper = faiss.read_index(str(checkpoint))  # an IndexIDMap2 that owns the inner index
                 self._vids = faiss.vector_to_array(wrapper.id_map).astype(np.int64)
                 self._faiss = faiss.downcast_index(wrapper.index)
-                self._faiss.this.own(True)  # take the inner index over, so it outlives its wrapper
-                wrapper.own_fields = False
+                self._faiss_owner = wrapper  # keeps the inner index alive exactly as long as we use it
             except RuntimeError:
-                self._faiss, self._vids = self._new_faiss(), np.zeros(0, dtype=np.int64)  # rebuilt below
+                self._reset_faiss()  # unreadable checkpoint: rebuilt from SQLite below
         live_vids = np.fromiter((r[0] for r in self._db.execute("SELECT vid FROM items")), dtype=np.int64)
         self._live = np.isin(self._vids, live_vids)
         missing = np.setdiff1d(live_vids, self._vids, assume_unique=True)
         if self._vids.size and missing.size and missing.min() < self._vids.max():
             # Vids only grow, so anything older than the checkpoint's newest must already be in it.
-            self._faiss, self._vids, self._live = self._new_faiss(), np.zeros(0, np.int64), np.zeros(0, bool)
+            self._reset_faiss()
             missing = np.sort(live_vids)
         for chunk in np.array_split(missing, max(1, len(missing) // 10_000)):
             if chunk.size:
@@ -138,6 +143,7 @@ class EmbeddedIndex(VectorIndex):
         if not items:
             return
         vectors = self._validated_vectors(items)
+        metadata = [_metadata_json(item) for item in items]
         ids = [item.id for item in items]
         if len(set(ids)) != len(ids):
             raise IndexError_("the same id appears twice in one add")
@@ -154,11 +160,11 @@ class EmbeddedIndex(VectorIndex):
                             item.id,
                             item.location,
                             item.content_hash,
-                            json.dumps(item.metadata, ensure_ascii=False, sort_keys=True),
+                            text,
                             vector.tobytes(),
                         ),
                     ).fetchone()[0]
-                    for item, vector in zip(items, vectors, strict=True)
+                    for item, text, vector in zip(items, metadata, vectors, strict=True)
                 ]
             self._mark_dead(list(replaced.values()))
             self._append(new_vids, vectors)
@@ -365,12 +371,14 @@ class EmbeddedIndex(VectorIndex):
     def facets(self, max_values: int = 50) -> dict[str, dict[str, int]]:
         with self._lock:
             rows = self._db.execute(
-                "SELECT j.key, j.value, COUNT(*) FROM items, json_each(items.metadata) AS j "
+                "SELECT j.key, CASE j.type WHEN 'true' THEN 'true' WHEN 'false' THEN 'false' ELSE j.value END, "
+                "COUNT(*) FROM items, json_each(items.metadata) AS j "
                 "WHERE j.type IN ('text', 'integer', 'true', 'false') GROUP BY j.key, j.type, j.value"
             ).fetchall()
         result: dict[str, dict[str, int]] = {}
         for key, value, count in rows:
-            result.setdefault(key, {})[str(value)] = count
+            values = result.setdefault(key, {})
+            values[str(value)] = values.get(str(value), 0) + count  # 1 and "1" share a key: add, not overwrite
         return {
             key: dict(sorted(values.items(), key=lambda kv: -kv[1]))
             for key, values in sorted(result.items())
@@ -409,7 +417,7 @@ class EmbeddedIndex(VectorIndex):
     def compact(self) -> None:
         """Rebuild the FAISS structure from the live vectors in SQLite, dropping dead ones."""
         with self._lock:
-            self._faiss, self._vids, self._live = self._new_faiss(), np.zeros(0, np.int64), np.zeros(0, bool)
+            self._reset_faiss()
             for batch in self._iter_vectors():
                 self._append([vid for vid, _ in batch], np.stack([vector for _, vector in batch]))
             self._dirty = True
@@ -426,6 +434,15 @@ class EmbeddedIndex(VectorIndex):
         with self._lock:
             self.save()
             self._db.close()
+
+
+def _metadata_json(item: Item) -> str:
+    """Metadata as strict JSON: NaN or Infinity would be stored as text SQLite's JSON functions reject, which
+    would break every filtered search and ``facets`` on the whole index."""
+    try:
+        return json.dumps(item.metadata, ensure_ascii=False, sort_keys=True, allow_nan=False)
+    except (TypeError, ValueError) as error:
+        raise IndexError_(f"item {item.id!r} has metadata that is not plain JSON: {error}") from error
 
 
 def _connect(path: Path) -> sqlite3.Connection:

@@ -64,7 +64,7 @@ def _condition(field: str, condition: Any) -> Condition:
             )
         bounds = []
         for operator, bound in condition.items():
-            if isinstance(bound, bool) or not isinstance(bound, int | float):
+            if isinstance(bound, bool) or not isinstance(bound, int | float) or bound != bound:  # NaN too
                 raise FilterError(f"filter on {field!r}: range bound {operator} must be a number, got {bound!r}")
             bounds.append((operator, float(bound)))
         return Condition(field, "range", bounds=tuple(bounds))
@@ -83,11 +83,14 @@ def to_sql(conditions: Iterable[Condition], column: str = "metadata") -> tuple[s
         path = f'$."{condition.field}"'
         extract = f"json_extract({column}, ?)"
         if condition.kind in ("eq", "in"):
-            values = [_sql_value(value) for value in condition.values]
-            marks = ", ".join("?" * len(values))
-            # json_type keeps "1" (text) from matching 1 (number) and true from matching 1.
-            clauses.append(f"({extract} IN ({marks}) AND json_type({column}, ?) IN ({_type_marks(condition)}))")
-            params += [path, *values, path, *_json_types(condition.values)]
+            # json_type keeps "1" (text) from matching 1 (number) and true from matching 1; it is checked per
+            # value, so in a mixed list like [true, 0] the type of one value cannot excuse another's (1 != true).
+            alternatives = []
+            for value in condition.values:
+                types = _json_types([value])
+                alternatives.append(f"({extract} = ? AND json_type({column}, ?) IN ({', '.join('?' * len(types))}))")
+                params += [path, _sql_value(value), path, *types]
+            clauses.append(f"({' OR '.join(alternatives)})")
         else:
             parts = [f"{extract} {RANGE_OPERATORS[op]} ?" for op, _ in condition.bounds]
             clauses.append(f"(json_type({column}, ?) IN ('integer', 'real') AND {' AND '.join(parts)})")
@@ -111,10 +114,6 @@ def _json_types(values: Iterable[Scalar]) -> list[str]:
         else:
             types.add("text")
     return sorted(types)
-
-
-def _type_marks(condition: Condition) -> str:
-    return ", ".join("?" * len(_json_types(condition.values)))
 
 
 def matches(metadata: Mapping[str, Any], conditions: Iterable[Condition]) -> bool:

@@ -1,0 +1,39 @@
+# lookalike: `make demo` indexes the demo catalogue and runs a search; `make test` runs the whole suite.
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+INDEX  ?= .lookalike/demo-index
+STAMP  := $(VENV)/.installed-stamp
+
+.PHONY: install demo test lint bench bench-quick clean
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	# The CPU build of torch first, so nothing below pulls a multi-gigabyte CUDA build (torch is only
+	# used once, to export the model to ONNX).
+	$(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: install
+	$(VENV)/bin/lookalike index clothing --index $(INDEX)
+	$(PY) examples/demo_search.py --index $(INDEX)
+
+test: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/pytest
+
+lint: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+bench: install
+	$(PY) bench/bench_core.py
+
+bench-quick: install
+	$(PY) bench/bench_core.py --quick
+
+clean:
+	rm -rf .lookalike build dist src/*.egg-info .pytest_cache .ruff_cache

@@ -1,0 +1,70 @@
+"""A catalogue: an index together with the model that built it.
+
+The index records its model's descriptor (name, dimension, preprocessing, weights digest); opening a
+catalogue loads that same model, and asking for another one fails with a clear error instead of silently
+comparing vectors from two different feature spaces.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from lookalike.embed import Embedder, load_embedder
+from lookalike.errors import IndexError_, ModelMismatchError
+from lookalike.index import EmbeddedIndex, IndexSettings, VectorIndex
+from lookalike.index.base import IndexKind, Metric
+
+COMPARED_KEYS = ("model", "dim", "preprocessing", "weights")
+
+
+@dataclass
+class Catalog:
+    index: VectorIndex
+    embedder: Embedder
+
+    def close(self) -> None:
+        self.index.close()
+
+
+def check_model(recorded: dict[str, Any], embedder: Embedder) -> None:
+    """Fail unless ``embedder`` makes vectors in the same space as the index's recorded model."""
+    # Compare as stored (JSON), where tuples have become lists.
+    recorded, current = json.loads(json.dumps(recorded)), json.loads(json.dumps(embedder.descriptor()))
+    differences = [key for key in COMPARED_KEYS if key in recorded and recorded.get(key) != current.get(key)]
+    if differences:
+        raise ModelMismatchError(
+            f"this index was built with {recorded.get('model')} ({recorded.get('dim')}-d) but the model in use is "
+            f"{current['model']} ({current['dim']}-d); they differ in {', '.join(differences)}. "
+            f"Use --model {recorded.get('model')}, or build a new index with --index."
+        )
+
+
+def open_catalog(path: str | Path, model: str | None = None, weights: str | None = None) -> Catalog:
+    """Open an existing index with the model it records (or ``model``, which must be the same)."""
+    index = EmbeddedIndex.open(path)
+    recorded = dict(index.settings.embedding)
+    if not recorded.get("model"):
+        raise IndexError_(f"the index at {path} does not record which model built it")
+    embedder = load_embedder(model or recorded["model"], weights=weights)
+    check_model(recorded, embedder)
+    return Catalog(index, embedder)
+
+
+def open_or_create_catalog(
+    path: str | Path,
+    model: str | None = None,
+    metric: Metric = "cosine",
+    kind: IndexKind = "hnsw",
+    weights: str | None = None,
+) -> Catalog:
+    """Open the index at ``path``, or create one for ``model`` (default: the configured default model)."""
+    if EmbeddedIndex.exists(path):
+        return open_catalog(path, model, weights)
+    from lookalike.config import get_settings
+
+    embedder = load_embedder(model or get_settings().model, weights=weights)
+    settings = IndexSettings(dim=embedder.dim, metric=metric, kind=kind, embedding=embedder.descriptor())
+    return Catalog(EmbeddedIndex.create(path, settings), embedder)

@@ -1,0 +1,104 @@
+"""Search: a query (image bytes, URL, or an indexed item) -> embedding -> index -> results.
+
+Timings per stage come back with the results, because "milliseconds" is a promise worth checking.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from lookalike.catalog import Catalog
+from lookalike.errors import NotFoundError
+from lookalike.images import DEFAULT_MAX_BYTES, DEFAULT_MAX_PIXELS, load_image
+from lookalike.index import Filter, SearchResult
+from lookalike.sources.fetch import AddressGuard, fetch_bytes
+
+
+@dataclass
+class SearchResponse:
+    results: list[SearchResult]
+    model: str
+    timings_ms: dict[str, float] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "model": self.model,
+            "timings_ms": {stage: round(ms, 3) for stage, ms in self.timings_ms.items()},
+            "results": [result.to_dict() for result in self.results],
+        }
+
+
+class _Stopwatch:
+    def __init__(self) -> None:
+        self.timings: dict[str, float] = {}
+        self._last = time.perf_counter()
+
+    def lap(self, stage: str) -> None:
+        now = time.perf_counter()
+        self.timings[stage] = (now - self._last) * 1000
+        self._last = now
+
+
+def embed_image_bytes(
+    catalog: Catalog, data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS, max_bytes: int = DEFAULT_MAX_BYTES
+) -> tuple[np.ndarray, dict[str, float]]:
+    """Decode and embed one query image; returns the vector and the decode/embed timings."""
+    watch = _Stopwatch()
+    image = load_image(data, min_side=catalog.embedder.preprocessing.resize, max_pixels=max_pixels, max_bytes=max_bytes)
+    pixels = catalog.embedder.prepare(image)
+    watch.lap("decode")
+    vector = catalog.embedder.embed_prepared(pixels[None])[0]
+    watch.lap("embed")
+    return vector, watch.timings
+
+
+def search_vector(
+    catalog: Catalog, vector: np.ndarray, k: int = 10, filter: Filter | None = None, exact: bool = False
+) -> SearchResponse:
+    watch = _Stopwatch()
+    results = catalog.index.search(vector, k, filter, exact=exact)
+    watch.lap("search")
+    return SearchResponse(results, catalog.embedder.name, watch.timings)
+
+
+def search_image(
+    catalog: Catalog, data: bytes, k: int = 10, filter: Filter | None = None, exact: bool = False
+) -> SearchResponse:
+    """The k catalogue items that look most like the image in ``data``."""
+    vector, timings = embed_image_bytes(catalog, data)
+    response = search_vector(catalog, vector, k, filter, exact)
+    response.timings_ms = timings | response.timings_ms
+    return response
+
+
+def search_url(
+    catalog: Catalog,
+    url: str,
+    k: int = 10,
+    filter: Filter | None = None,
+    guard: AddressGuard | None = None,
+    exact: bool = False,
+) -> SearchResponse:
+    """Fetch the image at ``url`` (through ``guard`` when the URL comes from outside) and search with it."""
+    watch = _Stopwatch()
+    data = fetch_bytes(url, guard=guard)
+    watch.lap("fetch")
+    response = search_image(catalog, data, k, filter, exact)
+    response.timings_ms = watch.timings | response.timings_ms
+    return response
+
+
+def search_item(
+    catalog: Catalog, item_id: str, k: int = 10, filter: Filter | None = None, exact: bool = False
+) -> SearchResponse:
+    """ "More like this": items nearest to an indexed item, leaving the item itself out."""
+    item = catalog.index.get(item_id, with_vector=True)
+    if item is None or item.vector is None:
+        raise NotFoundError(f"no item with id {item_id!r} in the index")
+    response = search_vector(catalog, item.vector, k + 1, filter, exact)
+    response.results = [result for result in response.results if result.id != item_id][:k]
+    return response

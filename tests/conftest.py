@@ -1,0 +1,56 @@
+"""Shared fixtures: a per-run model cache, the real default model, and small generated catalogues."""
+
+from __future__ import annotations
+
+import io
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session")
+def cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Exported ONNX files for this run: tests never depend on, or write to, the user's cache."""
+    path = tmp_path_factory.mktemp("lookalike-cache")
+    os.environ["LOOKALIKE_CACHE"] = str(path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def lite0(cache_dir: Path):
+    """The real default model (packaged ImageNet weights), exported once per test run."""
+    from lookalike.embed import load_embedder
+
+    return load_embedder("efficientnet-lite0", cache_dir=cache_dir)
+
+
+def make_photo(seed: int, size: tuple[int, int] = (320, 400), fmt: str = "JPEG") -> bytes:
+    """A synthetic 'product photo': a coloured shape on a light background, different per seed."""
+    rng = np.random.default_rng(seed)
+    width, height = size
+    background = np.full((height, width, 3), 235, dtype=np.uint8)
+    colour = rng.integers(0, 255, size=3, dtype=np.uint8)
+    top, left = rng.integers(10, height // 3), rng.integers(10, width // 3)
+    bottom, right = rng.integers(2 * height // 3, height - 10), rng.integers(2 * width // 3, width - 10)
+    background[top:bottom, left:right] = colour
+    stripes = rng.integers(2, 12)
+    background[top:bottom:stripes, left:right] = 255 - colour
+    buffer = io.BytesIO()
+    Image.fromarray(background).save(buffer, fmt)
+    return buffer.getvalue()
+
+
+@pytest.fixture
+def photo_folder(tmp_path: Path) -> Path:
+    """Twelve synthetic photos in two subfolders."""
+    root = tmp_path / "catalogue"
+    for seed in range(12):
+        folder = root / ("tops" if seed % 2 else "shoes")
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / f"item-{seed:02d}.jpg").write_bytes(make_photo(seed))
+    return root

@@ -1,0 +1,96 @@
+"""The command line as a user runs it: real processes, exit codes, one-line errors."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+
+@pytest.fixture
+def run(cache_dir, lite0, tmp_path):
+    env = dict(os.environ, LOOKALIKE_CACHE=str(cache_dir), LOOKALIKE_INDEX=str(tmp_path / "default-index"))
+
+    def run(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "lookalike.cli", *args], env=env, capture_output=True,
+                              text=True, timeout=300)
+
+    return run
+
+
+def test_index_search_info_delete_eval(run, photo_folder: Path, tmp_path: Path) -> None:
+    index = str(tmp_path / "idx")
+    (photo_folder / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really")
+    result = run("index", str(photo_folder), "--index", index, "--no-progress")
+    assert result.returncode == 0, result.stderr
+    assert "12 indexed" in result.stdout and "1 failed" in result.stdout
+    assert "broken.jpg" in result.stderr
+
+    query = photo_folder / "tops" / "item-03.jpg"
+    result = run("search", str(query), "--index", index, "-k", "3", "--json")
+    assert result.returncode == 0, result.stderr
+    answer = json.loads(result.stdout)
+    assert answer["model"] == "efficientnet-lite0"
+    assert [r["id"] for r in answer["results"]][0] == "tops/item-03.jpg"
+    assert len(answer["results"]) == 3
+
+    result = run("search", "tops/item-03.jpg", "--index", index, "-k", "4", "--filter", "folder=shoes", "--json")
+    results = json.loads(result.stdout)["results"]
+    assert len(results) == 4 and all(r["metadata"]["folder"] == "shoes" for r in results)
+
+    result = run("search", str(query), "--index", index, "-k", "2")
+    assert result.returncode == 0 and "tops/item-03.jpg" in result.stdout.splitlines()[1]
+
+    info = json.loads(run("info", "--index", index, "--json").stdout)
+    assert (info["model"], info["dim"], info["items"], info["metric"]) == ("efficientnet-lite0", 1280, 12, "cosine")
+
+    assert run("delete", "tops/item-03.jpg", "--index", index).returncode == 0
+    assert json.loads(run("info", "--index", index, "--json").stdout)["items"] == 11
+    assert run("delete", "tops/item-03.jpg", "--index", index).returncode == 1
+
+    result = run("eval", "--index", index, "--label-field", "folder", "-k", "3", "--json")
+    assert result.returncode == 0, result.stderr
+    scores = json.loads(result.stdout)
+    assert scores["queries"] == 11 and 0.0 <= scores["precision@3_exact"] <= 1.0
+    assert scores["recall@3_hnsw_vs_exact"] == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("search", "x.jpg", "--index", "{tmp}/absent"), "lookalike index"),
+        (("info", "--index", "{tmp}/absent"), "no index"),
+        (("index", "{tmp}/no-such-folder", "--index", "{tmp}/i"), "no-such-folder"),
+    ],
+)
+def test_errors_are_one_line_and_exit_non_zero(run, tmp_path, args, message) -> None:
+    result = run(*[arg.format(tmp=tmp_path) for arg in args])
+    assert result.returncode == 1
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error:") and message in lines[0]
+
+
+def test_search_errors_name_the_problem(run, photo_folder, tmp_path) -> None:
+    index = str(tmp_path / "idx")
+    assert run("index", str(photo_folder), "--index", index, "--no-progress").returncode == 0
+    for args, message in [
+        (("search", "no-such-thing", "--index", index), "not an image file"),
+        (("search", str(photo_folder / "tops" / "item-01.jpg"), "--index", index, "--filter", "price>=cheap"),
+         "bad filter"),
+        (("search", "--id", "missing-id", "--index", index), "no item with id"),
+    ]:
+        result = run(*args)
+        assert result.returncode == 1 and message in result.stderr, (args, result.stderr)
+    not_image = tmp_path / "notes.jpg"
+    not_image.write_text("hello")
+    result = run("search", str(not_image), "--index", index)
+    assert result.returncode == 1 and result.stderr.startswith("error:")
+
+
+def test_models_lists_the_registry(run) -> None:
+    result = run("models")
+    assert result.returncode == 0 and "efficientnet-lite0" in result.stdout and "resnet50" in result.stdout
