@@ -16,8 +16,9 @@ def run(cache_dir, lite0, tmp_path):
     env = dict(os.environ, LOOKALIKE_CACHE=str(cache_dir), LOOKALIKE_INDEX=str(tmp_path / "default-index"))
 
     def run(*args: str) -> subprocess.CompletedProcess:
-        return subprocess.run([sys.executable, "-m", "lookalike.cli", *args], env=env, capture_output=True,
-                              text=True, timeout=300)
+        return subprocess.run(
+            [sys.executable, "-m", "lookalike.cli", *args], env=env, capture_output=True, text=True, timeout=300
+        )
 
     return run
 
@@ -35,7 +36,7 @@ def test_index_search_info_delete_eval(run, photo_folder: Path, tmp_path: Path) 
     assert result.returncode == 0, result.stderr
     answer = json.loads(result.stdout)
     assert answer["model"] == "efficientnet-lite0"
-    assert [r["id"] for r in answer["results"]][0] == "tops/item-03.jpg"
+    assert answer["results"][0]["id"] == "tops/item-03.jpg"
     assert len(answer["results"]) == 3
 
     result = run("search", "tops/item-03.jpg", "--index", index, "-k", "4", "--filter", "folder=shoes", "--json")
@@ -79,8 +80,10 @@ def test_search_errors_name_the_problem(run, photo_folder, tmp_path) -> None:
     assert run("index", str(photo_folder), "--index", index, "--no-progress").returncode == 0
     for args, message in [
         (("search", "no-such-thing", "--index", index), "not an image file"),
-        (("search", str(photo_folder / "tops" / "item-01.jpg"), "--index", index, "--filter", "price>=cheap"),
-         "bad filter"),
+        (
+            ("search", str(photo_folder / "tops" / "item-01.jpg"), "--index", index, "--filter", "price>=cheap"),
+            "bad filter",
+        ),
         (("search", "--id", "missing-id", "--index", index), "no item with id"),
     ]:
         result = run(*args)

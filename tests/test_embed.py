@@ -96,8 +96,14 @@ def test_resnet50_loads_torchvision_format_weights_from_a_file(random_resnet50, 
 
 def test_resnet50_keys_match_torchvision_names() -> None:
     keys = set(build_resnet50().state_dict())
-    for name in ("conv1.weight", "bn1.running_mean", "layer1.0.downsample.0.weight", "layer4.2.conv3.weight",
-                 "fc.weight", "fc.bias"):
+    for name in (
+        "conv1.weight",
+        "bn1.running_mean",
+        "layer1.0.downsample.0.weight",
+        "layer4.2.conv3.weight",
+        "fc.weight",
+        "fc.bias",
+    ):
         assert name in keys
     assert len(keys) == 320  # torchvision's resnet50 state_dict has 320 entries
 
@@ -162,9 +168,15 @@ def test_resnet50_rejects_a_checkpoint_of_another_network(tmp_path) -> None:
 def _export_tiny_model(path: Path) -> None:
     torch.manual_seed(1)
     model = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten()).eval()
-    torch.onnx.export(model, (torch.zeros(1, 3, 64, 64),), str(path), input_names=["input"],
-                      output_names=["features"], dynamic_axes={"input": {0: "n"}, "features": {0: "n"}},
-                      dynamo=False)
+    torch.onnx.export(
+        model,
+        (torch.zeros(1, 3, 64, 64),),
+        str(path),
+        input_names=["input"],
+        output_names=["features"],
+        dynamic_axes={"input": {0: "n"}, "features": {0: "n"}},
+        dynamo=False,
+    )
 
 
 def test_onnx_path_model_with_sidecar(tmp_path) -> None:

@@ -11,8 +11,8 @@ import time
 from pathlib import Path
 
 import pytest
-
 from conftest import make_photo
+
 from lookalike.catalog import check_model, open_catalog, open_or_create_catalog
 from lookalike.errors import ModelMismatchError
 from lookalike.ingest import ingest

@@ -57,6 +57,9 @@ class Embedder:
         options.intra_op_num_threads = self.threads or os.cpu_count() or 1
         options.inter_op_num_threads = 1
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        # Idle ORT threads otherwise spin for work, stealing the cores that decode the next batch
+        # (measured on 2 cores: ingest 101 -> 114 images/s with HNSW, 109 -> 145 with an exact index).
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         try:
             self._session = ort.InferenceSession(str(self.onnx_path), options, providers=["CPUExecutionProvider"])
         except Exception as exc:  # onnxruntime raises its own untyped errors

@@ -47,6 +47,10 @@ EXACT_SUBSET_FRACTION = 0.05
 """A filter matching fewer than this share of the items is answered by brute force over the matches: faster
 than walking the graph, and it always finds k results when k exist (what OpenSearch's filtering does too)."""
 COMPACT_DEAD_FRACTION = 0.25
+GRAPH_BATCH = 2048
+"""New vectors reach the HNSW graph in batches this large: FAISS builds a graph ~10x faster per vector in big
+parallel batches than 32 at a time (0.18 against ~2 ms per 1280-d vector on 2 cores). They are durable in
+SQLite at once, and any read adds them to the graph first, so nobody sees the difference."""
 
 
 class EmbeddedIndex(VectorIndex):
@@ -111,17 +115,22 @@ class EmbeddedIndex(VectorIndex):
     def _reset_faiss(self) -> None:
         self._faiss, self._faiss_owner = self._new_faiss(), None
         self._vids, self._live = np.zeros(0, dtype=np.int64), np.zeros(0, dtype=bool)
+        self._pending_vids: list[int] = []
+        self._pending_vectors: list[np.ndarray] = []
 
     def _load_checkpoint(self) -> None:
         checkpoint = self.path / FAISS_NAME
         if checkpoint.is_file():
             try:
                 wrapper = faiss.read_index(str(checkpoint))  # an IndexIDMap2 that owns the inner index
+                inner = faiss.downcast_index(wrapper.index) if isinstance(wrapper, faiss.IndexIDMap2) else None
+                if type(inner) is not type(self._new_faiss()) or inner.d != self.settings.dim:
+                    raise ValueError(f"{checkpoint} is not this index's checkpoint")
                 self._vids = faiss.vector_to_array(wrapper.id_map).astype(np.int64)
-                self._faiss = faiss.downcast_index(wrapper.index)
+                self._faiss = inner
                 self._faiss_owner = wrapper  # keeps the inner index alive exactly as long as we use it
-            except RuntimeError:
-                self._reset_faiss()  # unreadable checkpoint: rebuilt from SQLite below
+            except (RuntimeError, ValueError):
+                self._reset_faiss()  # unreadable or foreign checkpoint: rebuilt from SQLite below
         live_vids = np.fromiter((r[0] for r in self._db.execute("SELECT vid FROM items")), dtype=np.int64)
         self._live = np.isin(self._vids, live_vids)
         missing = np.setdiff1d(live_vids, self._vids, assume_unique=True)
@@ -166,8 +175,13 @@ class EmbeddedIndex(VectorIndex):
                     ).fetchone()[0]
                     for item, text, vector in zip(items, metadata, vectors, strict=True)
                 ]
-            self._mark_dead(list(replaced.values()))
-            self._append(new_vids, vectors)
+            if replaced:
+                self._flush_pending()
+                self._mark_dead(list(replaced.values()))
+            self._pending_vids += new_vids
+            self._pending_vectors.append(vectors)
+            if len(self._pending_vids) >= GRAPH_BATCH:
+                self._flush_pending()
             self._dirty = True
 
     def delete(self, ids: Iterable[str]) -> int:
@@ -176,6 +190,7 @@ class EmbeddedIndex(VectorIndex):
             with self._db:
                 found = self._vids_of(ids)
                 self._db.executemany("DELETE FROM items WHERE id = ?", [(i,) for i in found])
+            self._flush_pending()
             self._mark_dead(list(found.values()))
             self._dirty = self._dirty or bool(found)
             return len(found)
@@ -213,6 +228,13 @@ class EmbeddedIndex(VectorIndex):
         self._vids = np.concatenate([self._vids, np.asarray(vids, dtype=np.int64)])
         self._live = np.concatenate([self._live, np.ones(len(vids), dtype=bool)])
 
+    def _flush_pending(self) -> None:
+        """Add the vectors committed since the last flush to the FAISS structure."""
+        if self._pending_vids:
+            vids, vectors = self._pending_vids, np.concatenate(self._pending_vectors)
+            self._pending_vids, self._pending_vectors = [], []
+            self._append(vids, vectors)
+
     def _mark_dead(self, vids: Sequence[int]) -> None:
         if vids:
             self._live[self._positions(np.asarray(vids, dtype=np.int64))] = False
@@ -247,6 +269,7 @@ class EmbeddedIndex(VectorIndex):
             raise VectorSizeError("query vector has NaN or infinite values")
         conditions = filters.normalize(filter)
         with self._lock:
+            self._flush_pending()
             allowed = self._allowed(conditions)
             n_allowed = int(allowed.sum())
             if n_allowed == 0:
@@ -388,6 +411,7 @@ class EmbeddedIndex(VectorIndex):
     def stats(self) -> dict[str, Any]:
         """Counts worth showing in ``lookalike info``."""
         with self._lock:
+            self._flush_pending()
             return {
                 "items": self.count(),
                 "vectors_in_graph": int(self._faiss.ntotal),
@@ -398,6 +422,7 @@ class EmbeddedIndex(VectorIndex):
     def save(self) -> None:
         """Write the FAISS checkpoint atomically (SQLite is already durable); compact first if worthwhile."""
         with self._lock:
+            self._flush_pending()
             dead = int((~self._live).sum())
             if dead and dead > COMPACT_DEAD_FRACTION * max(len(self._live), 1):
                 self.compact()
@@ -417,7 +442,7 @@ class EmbeddedIndex(VectorIndex):
     def compact(self) -> None:
         """Rebuild the FAISS structure from the live vectors in SQLite, dropping dead ones."""
         with self._lock:
-            self._reset_faiss()
+            self._reset_faiss()  # pending vectors are in SQLite, so the rebuild includes them
             for batch in self._iter_vectors():
                 self._append([vid for vid, _ in batch], np.stack([vector for _, vector in batch]))
             self._dirty = True
