@@ -4,7 +4,7 @@ PY     := $(VENV)/bin/python
 INDEX  ?= .lookalike/demo-index
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: install demo test lint bench bench-quick clean
+.PHONY: install demo test lint bench bench-quick bench-api clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -20,6 +20,8 @@ install: $(STAMP)
 demo: install
 	$(VENV)/bin/lookalike index clothing --index $(INDEX)
 	$(PY) examples/demo_search.py --index $(INDEX)
+	@echo "Open http://127.0.0.1:8000/ (API docs at /docs); Ctrl+C stops the server."
+	$(VENV)/bin/lookalike serve --index $(INDEX) --host 127.0.0.1 --port 8000
 
 test: install
 	$(VENV)/bin/ruff check .
@@ -34,6 +36,9 @@ bench: install
 
 bench-quick: install
 	$(PY) bench/bench_core.py --quick
+
+bench-api: install
+	$(PY) bench/bench_api.py
 
 clean:
 	rm -rf .lookalike build dist src/*.egg-info .pytest_cache .ruff_cache

@@ -208,6 +208,27 @@ def eval_command(
         typer.echo(f"{key:>24}: {value}")
 
 
+@app.command("serve")
+def serve_command(
+    index: IndexOption = None,
+    host: Annotated[str, typer.Option(help="Address to listen on")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=1, max=65535)] = 8000,
+    log_level: Annotated[str, typer.Option(help="uvicorn log level")] = "info",
+) -> None:
+    """Serve the REST API (docs at /docs) and the search page (at /) over an index."""
+    import uvicorn
+
+    from lookalike.api import create_app
+    from lookalike.catalog import open_catalog
+
+    catalog = open_catalog(_index_path(index))
+    typer.echo(f"serving {catalog.index.count()} items ({catalog.embedder.name}) on http://{host}:{port}/")
+    try:
+        uvicorn.run(create_app(catalog), host=host, port=port, log_level=log_level)
+    finally:
+        catalog.close()
+
+
 @app.command("models")
 def models_command() -> None:
     """The models lookalike can use."""

@@ -31,6 +31,20 @@ class Settings(BaseSettings):
     resnet50_weights: str | None = None
     """Local path or URL of torchvision-format ResNet50 weights."""
 
+    # The web API (``lookalike serve``).
+    api_key: str | None = None
+    """Required by the write routes; without one the server is read-only."""
+    cors_origins: list[str] = ["*"]
+    """Origins allowed to call the API from a browser (the reference front end runs on another origin)."""
+    max_upload_bytes: int = 10 * 1024 * 1024
+    max_pixels: int = 40_000_000
+    """Decompression-bomb guard: images with more pixels are refused before decoding."""
+    url_allow: list[str] = []
+    """Hosts or networks a query URL may point at even though they are private (e.g. 127.0.0.1 in tests)."""
+    url_timeout: float = 10.0
+    query_cache: int = 256
+    """Uploaded query images kept (in memory) so their searches can be repeated and shared by URL."""
+
 
 def get_settings() -> Settings:
     return Settings()

@@ -40,5 +40,13 @@ class FetchError(SourceError):
     """A URL could not be fetched (unreachable, refused, too large, wrong content type)."""
 
 
+class BlockedURLError(FetchError):
+    """A URL was refused before fetching: a scheme other than http(s), or an internal address."""
+
+
+class PayloadTooLargeError(LookalikeError):
+    """A request body or upload is larger than the server accepts."""
+
+
 class NotFoundError(LookalikeError):
     """An item id is not in the index."""

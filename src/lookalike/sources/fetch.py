@@ -22,7 +22,7 @@ from urllib.parse import urljoin, urlsplit
 
 import httpx
 
-from lookalike.errors import FetchError
+from lookalike.errors import BlockedURLError, FetchError
 
 DEFAULT_MAX_BYTES = 30 * 1024 * 1024
 ALLOWED_SCHEMES = ("http", "https")
@@ -48,7 +48,7 @@ def _split_url(url: str) -> tuple[str, str, int]:
     scheme = parts.scheme.lower()
     if scheme not in ALLOWED_SCHEMES:
         shown = scheme or "none"
-        raise FetchError(f"unsupported URL scheme {shown!r} in {url!r}: only http and https are fetched")
+        raise BlockedURLError(f"unsupported URL scheme {shown!r} in {url!r}: only http and https are fetched")
     host = parts.hostname
     if not host:
         raise FetchError(f"invalid URL {url!r}: no host")
@@ -145,7 +145,7 @@ class AddressGuard:
             kind = _forbidden_kind(ip)
             if kind:
                 shown = host if host == str(ip) else f"{host!r} resolves to {ip}, which"
-                raise FetchError(f"refusing to fetch {url!r}: {shown} is a {kind} address")
+                raise BlockedURLError(f"refusing to fetch {url!r}: {shown} is a {kind} address")
 
 
 def _content_type_ok(content_type: str | None, accept: tuple[str, ...]) -> bool:

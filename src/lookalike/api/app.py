@@ -1,0 +1,67 @@
+"""The FastAPI application: routes, error handling, limits, CORS, metrics and the search page."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from fastapi import FastAPI, Request
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi.responses import FileResponse
+from fastapi.staticfiles import StaticFiles
+
+import lookalike
+from lookalike.api import reference, routes
+from lookalike.api.errors import install_error_handlers
+from lookalike.api.limits import BodySizeLimit
+from lookalike.api.query_cache import QueryCache
+from lookalike.api.service import ServerState
+from lookalike.catalog import Catalog
+from lookalike.config import Settings, get_settings
+from lookalike.sources.fetch import AddressGuard
+
+STATIC_DIR = Path(__file__).resolve().parent.parent / "web" / "static"
+
+
+def create_app(catalog: Catalog, settings: Settings | None = None, uploads_dir: Path | None = None) -> FastAPI:
+    """An app serving ``catalog``; ``settings`` default to the ``LOOKALIKE_*`` environment."""
+    settings = settings or get_settings()
+    app = FastAPI(
+        title="lookalike",
+        version=lookalike.__version__,
+        description="Visual search for product images: send a photo, get the k most similar catalogue items.",
+    )
+    index_path = getattr(catalog.index, "path", None)
+    app.state.lookalike = ServerState(
+        catalog=catalog,
+        settings=settings,
+        uploads_dir=uploads_dir or (Path(index_path) / "uploads" if index_path else settings.cache / "uploads"),
+        queries=QueryCache(max_items=settings.query_cache),
+        guard=AddressGuard(allow=settings.url_allow),
+    )
+    install_error_handlers(app)
+    app.include_router(routes.router)
+    app.include_router(reference.router)
+
+    @app.middleware("http")
+    async def count_requests(request: Request, call_next):  # type: ignore[no-untyped-def]
+        started = time.perf_counter()
+        response = await call_next(request)
+        route = request.scope.get("route")
+        name = getattr(route, "path", "unmatched")
+        metrics = app.state.lookalike.metrics
+        metrics.requests.labels(request.method, name, str(response.status_code)).inc()
+        metrics.request_seconds.labels(name).observe(time.perf_counter() - started)
+        return response
+
+    # Base64 inflates an image by 4/3; the rest is room for the JSON or multipart envelope.
+    app.add_middleware(BodySizeLimit, max_bytes=settings.max_upload_bytes * 4 // 3 + 64 * 1024)
+    app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["*"], allow_headers=["*"])
+    if STATIC_DIR.is_dir():
+        app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+
+    @app.get("/", include_in_schema=False)
+    def page() -> FileResponse:
+        return FileResponse(STATIC_DIR / "index.html", headers={"Cache-Control": "no-cache"})
+
+    return app

@@ -1,0 +1,62 @@
+"""Every failure a client can cause becomes a 4xx with ``{"error": {"code", "message"}}``; none is a 500.
+
+The mapping lives in one table, most specific class first, so the API and its tests agree on codes.
+"""
+
+from __future__ import annotations
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from lookalike import errors
+
+STATUS_AND_CODE: list[tuple[type[Exception], int, str]] = [
+    (errors.PayloadTooLargeError, 413, "too_large"),
+    (errors.ImageError, 400, "bad_image"),
+    (errors.BlockedURLError, 400, "blocked_url"),
+    (errors.FetchError, 400, "fetch_failed"),
+    (errors.NotFoundError, 404, "not_found"),
+    (errors.FilterError, 400, "bad_filter"),
+    (errors.ModelMismatchError, 409, "model_mismatch"),
+    (errors.VectorSizeError, 400, "bad_vector"),
+    (errors.IndexError_, 400, "bad_request"),
+    (errors.LookalikeError, 400, "bad_request"),
+]
+
+
+def error_response(status: int, code: str, message: str) -> JSONResponse:
+    return JSONResponse({"error": {"code": code, "message": message}}, status_code=status)
+
+
+def _for_lookalike_error(_: Request, exc: Exception) -> JSONResponse:
+    for kind, status, code in STATUS_AND_CODE:
+        if isinstance(exc, kind):
+            return error_response(status, code, str(exc))
+    return error_response(400, "bad_request", str(exc))
+
+
+def _for_validation_error(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    parts = []
+    for error in exc.errors():
+        where = ".".join(str(part) for part in error.get("loc", ()) if part not in ("body", "query", "path"))
+        parts.append(f"{where}: {error.get('msg')}" if where else str(error.get("msg")))
+    return error_response(422, "bad_request", "; ".join(parts) or "invalid request")
+
+
+def _for_http_error(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, StarletteHTTPException)
+    code = {404: "not_found", 405: "method_not_allowed", 401: "unauthorized", 403: "read_only"}.get(
+        exc.status_code, "bad_request"
+    )
+    return JSONResponse(
+        {"error": {"code": code, "message": str(exc.detail)}}, status_code=exc.status_code, headers=exc.headers
+    )
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    app.add_exception_handler(errors.LookalikeError, _for_lookalike_error)
+    app.add_exception_handler(RequestValidationError, _for_validation_error)
+    app.add_exception_handler(StarletteHTTPException, _for_http_error)

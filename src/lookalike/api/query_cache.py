@@ -1,0 +1,52 @@
+"""Recent uploaded query images, kept so a search by upload can be repeated from a shared page URL.
+
+Bounded by count and bytes; a ref is the hash of the image, so the same photo always gets the same ref.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass
+class CachedQuery:
+    data: bytes
+    vector: np.ndarray
+
+
+class QueryCache:
+    def __init__(self, max_items: int = 256, max_bytes: int = 256 * 1024 * 1024) -> None:
+        self.max_items = max_items
+        self.max_bytes = max_bytes
+        self._items: OrderedDict[str, CachedQuery] = OrderedDict()
+        self._bytes = 0
+        self._lock = threading.Lock()
+
+    @staticmethod
+    def ref_of(data: bytes) -> str:
+        return hashlib.blake2b(data, digest_size=12).hexdigest()
+
+    def put(self, data: bytes, vector: np.ndarray) -> str:
+        ref = self.ref_of(data)
+        with self._lock:
+            if ref in self._items:
+                self._items.move_to_end(ref)
+                return ref
+            self._items[ref] = CachedQuery(data, vector)
+            self._bytes += len(data)
+            while self._items and (len(self._items) > self.max_items or self._bytes > self.max_bytes):
+                _, evicted = self._items.popitem(last=False)
+                self._bytes -= len(evicted.data)
+        return ref
+
+    def get(self, ref: str) -> CachedQuery | None:
+        with self._lock:
+            found = self._items.get(ref)
+            if found is not None:
+                self._items.move_to_end(ref)
+            return found

@@ -1,0 +1,245 @@
+"""The REST API under /api, plus /health and /metrics."""
+
+from __future__ import annotations
+
+import hmac
+import io
+import json
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Header, HTTPException, Query, Request, Response
+from fastapi.concurrency import run_in_threadpool
+from fastapi.exceptions import RequestValidationError
+from PIL import Image
+from prometheus_client import CONTENT_TYPE_LATEST
+from pydantic import ValidationError
+from starlette.datastructures import UploadFile
+
+from lookalike.api.images import THUMBNAIL_SIZES, image_path, image_response
+from lookalike.api.schemas import MAX_K, Facets, Info, ItemOut, SearchRequest, SearchResponse
+from lookalike.api.service import THUMBNAIL_SIZE, ServerState, check_upload_size, decode_base64, run_search, state_of
+from lookalike.errors import FilterError, ImageError, LookalikeError, NotFoundError
+from lookalike.images import image_size_of, load_image
+from lookalike.index import Item
+from lookalike.ingest import content_hash
+
+router = APIRouter()
+State = Annotated[ServerState, Depends(state_of)]
+
+SEARCH_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/json": {"schema": SearchRequest.model_json_schema()},
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "required": ["image"],
+                    "properties": {
+                        "image": {"type": "string", "format": "binary"},
+                        "k": {"type": "integer", "minimum": 1, "maximum": MAX_K, "default": 10},
+                        "filter": {"type": "string", "description": "a JSON object, as in the JSON body"},
+                        "min_score": {"type": "number"},
+                    },
+                }
+            },
+        },
+    }
+}
+
+
+@router.post("/api/search", response_model=SearchResponse, openapi_extra=SEARCH_BODY, tags=["search"])
+async def search(request: Request, state: State) -> SearchResponse:
+    """Find the k items most like a query: an uploaded file (multipart), or JSON with one of
+    ``image_base64``, ``url``, ``id`` or ``ref``."""
+    if request.headers.get("content-type", "").startswith("multipart/form-data"):
+        form = await request.form(max_files=1, max_fields=8)
+        upload = form.get("image")
+        if not isinstance(upload, UploadFile):
+            raise LookalikeError("a multipart search needs the image in a file field named 'image'")
+        data = await upload.read()
+        k = _form_int(form.get("k"), "k", default=10)
+        filter = _form_filter(form.get("filter"))
+        min_score = _form_float(form.get("min_score"), "min_score")
+        return await run_in_threadpool(run_search, state, "upload", data, k, filter, min_score)
+    try:
+        body = SearchRequest.model_validate_json(await request.body())
+    except ValidationError as exc:
+        raise RequestValidationError(exc.errors()) from None
+    if body.image_base64 is not None:
+        kind, value = "base64", decode_base64(body.image_base64)
+    elif body.url is not None:
+        kind, value = "url", body.url
+    elif body.id is not None:
+        kind, value = "id", body.id
+    else:
+        kind, value = "ref", body.ref
+    return await run_in_threadpool(run_search, state, kind, value, body.k, body.filter, body.min_score)
+
+
+def _form_int(raw: Any, name: str, default: int) -> int:
+    if raw in (None, ""):
+        return default
+    try:
+        value = int(str(raw))
+    except ValueError:
+        raise LookalikeError(f"{name} must be an integer, got {raw!r}") from None
+    if not 1 <= value <= MAX_K:
+        raise LookalikeError(f"{name} must be between 1 and {MAX_K}, got {value}")
+    return value
+
+
+def _form_float(raw: Any, name: str) -> float | None:
+    if raw in (None, ""):
+        return None
+    try:
+        return float(str(raw))
+    except ValueError:
+        raise LookalikeError(f"{name} must be a number, got {raw!r}") from None
+
+
+def _form_filter(raw: Any) -> dict[str, Any] | None:
+    if raw in (None, ""):
+        return None
+    try:
+        parsed = json.loads(str(raw))
+    except json.JSONDecodeError as exc:
+        raise FilterError(f"filter must be a JSON object: {exc}") from None
+    if not isinstance(parsed, dict):
+        raise FilterError("filter must be a JSON object")
+    return parsed
+
+
+@router.get("/api/queries/{ref}/image", tags=["search"])
+def query_image(ref: str, state: State) -> Response:
+    """The image of an earlier uploaded query (so a shared search can show what it searched with)."""
+    cached = state.queries.get(ref)
+    if cached is None:
+        raise NotFoundError("this search's photo is no longer on the server; upload it again")
+    kind = (Image.open(io.BytesIO(cached.data)).format or "octet-stream").lower()
+    return Response(cached.data, media_type=f"image/{kind}", headers={"Cache-Control": "private, max-age=3600"})
+
+
+def _item_out(item: Item) -> ItemOut:
+    return ItemOut(
+        id=item.id,
+        metadata=item.metadata,
+        image_url=image_path(item.id),
+        thumbnail_url=image_path(item.id, THUMBNAIL_SIZE),
+    )
+
+
+def _get_item(state: ServerState, item_id: str) -> Item:
+    item = state.catalog.index.get(item_id)
+    if item is None:
+        raise NotFoundError(f"no item with id {item_id!r}")
+    return item
+
+
+@router.get("/api/items/{item_id:path}", response_model=ItemOut, tags=["items"])
+def get_item(item_id: str, state: State) -> ItemOut:
+    return _item_out(_get_item(state, item_id))
+
+
+@router.get("/api/images/{item_id:path}", tags=["items"])
+def get_image(
+    item_id: str,
+    request: Request,
+    state: State,
+    size: Annotated[int | None, Query(ge=THUMBNAIL_SIZES[0], le=THUMBNAIL_SIZES[1])] = None,
+) -> Response:
+    """The catalogue image, or a JPEG thumbnail fitting ``size`` pixels; images in object storage come back
+    as a redirect to a signed link."""
+    return image_response(_get_item(state, item_id), size, request, state.thumbnails)
+
+
+@router.get("/api/facets", response_model=Facets, tags=["search"])
+def facets(state: State) -> Facets:
+    """Metadata fields and their values with counts, for building filters."""
+    return Facets(fields=state.catalog.index.facets())
+
+
+@router.get("/api/info", response_model=Info, tags=["search"])
+def info(state: State) -> Info:
+    settings = state.catalog.index.settings
+    return Info(
+        model=str(settings.embedding.get("model")),
+        dim=settings.dim,
+        metric=settings.metric,
+        kind=settings.kind,
+        items=state.catalog.index.count(),
+        read_only=state.settings.api_key is None,
+    )
+
+
+def require_api_key(
+    state: State,
+    x_api_key: Annotated[str | None, Header()] = None,
+    authorization: Annotated[str | None, Header()] = None,
+) -> None:
+    """Writes need the configured key (``X-API-Key`` or ``Authorization: Bearer``); no key, no writes."""
+    expected = state.settings.api_key
+    if expected is None:
+        raise HTTPException(403, "this server is read-only: set LOOKALIKE_API_KEY to enable writes")
+    given = x_api_key or (authorization or "").removeprefix("Bearer ").strip()
+    if not given or not hmac.compare_digest(given.encode(), expected.encode()):
+        raise HTTPException(401, "a valid API key is required (X-API-Key header)")
+
+
+@router.post(
+    "/api/items", response_model=ItemOut, status_code=201, tags=["items"], dependencies=[Depends(require_api_key)]
+)
+async def add_item(request: Request, state: State) -> ItemOut:
+    """Add or replace one item: multipart with ``image`` (file), optional ``id`` and ``metadata`` (JSON)."""
+    form = await request.form(max_files=1, max_fields=8)
+    upload = form.get("image")
+    if not isinstance(upload, UploadFile):
+        raise LookalikeError("adding an item needs the image in a file field named 'image'")
+    data = await upload.read()
+    metadata = _form_filter(form.get("metadata")) or {}  # same JSON-object parsing
+    item_id = str(form.get("id") or "") or None
+    return await run_in_threadpool(_add_item, state, data, item_id, metadata)
+
+
+def _add_item(state: ServerState, data: bytes, item_id: str | None, metadata: dict[str, Any]) -> ItemOut:
+    check_upload_size(data, state)
+    image_size_of(data)  # a quick header check before anything is written
+    image = load_image(
+        data,
+        min_side=state.catalog.embedder.preprocessing.resize,
+        max_pixels=state.settings.max_pixels,
+        max_bytes=state.settings.max_upload_bytes,
+    )
+    vector = state.catalog.embedder.embed([image])[0]
+    digest = content_hash(data)
+    kind = (Image.open(io.BytesIO(data)).format or "bin").lower()
+    state.uploads_dir.mkdir(parents=True, exist_ok=True)
+    path = state.uploads_dir / f"{digest}.{kind}"
+    if not path.exists():
+        temporary = path.with_suffix(".tmp")
+        temporary.write_bytes(data)
+        temporary.replace(path)
+    item = Item(item_id or digest, vector, metadata, str(path), digest)
+    state.catalog.index.add([item])
+    return _item_out(item)
+
+
+@router.delete("/api/items/{item_id:path}", tags=["items"], dependencies=[Depends(require_api_key)])
+def delete_item(item_id: str, state: State) -> dict[str, str]:
+    if state.catalog.index.delete([item_id]) == 0:
+        raise NotFoundError(f"no item with id {item_id!r}")
+    return {"deleted": item_id}
+
+
+@router.get("/health", tags=["operations"])
+def health(state: State) -> dict[str, Any]:
+    return {"status": "ok", "items": state.catalog.index.count(), "model": state.catalog.embedder.name}
+
+
+@router.get("/metrics", tags=["operations"])
+def metrics(state: State) -> Response:
+    """Prometheus metrics: request counts and per-stage latency histograms (decode, embed, search)."""
+    return Response(state.metrics.render(), media_type=CONTENT_TYPE_LATEST)
+
+
+__all__ = ["ImageError", "router"]

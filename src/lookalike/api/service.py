@@ -1,0 +1,118 @@
+"""What the routes share: the server's state, and one search function behind every search route."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from fastapi import Request
+
+from lookalike.api.images import ThumbnailCache, image_path
+from lookalike.api.metrics import Metrics
+from lookalike.api.query_cache import QueryCache
+from lookalike.api.schemas import QueryInfo, Result, SearchResponse
+from lookalike.catalog import Catalog
+from lookalike.config import Settings
+from lookalike.errors import ImageError, NotFoundError, PayloadTooLargeError
+from lookalike.index import Filter
+from lookalike.search import embed_image_bytes, search_item, search_vector
+from lookalike.sources.fetch import AddressGuard, fetch_bytes
+
+THUMBNAIL_SIZE = 320
+QueryType = Literal["upload", "base64", "url", "id", "ref"]
+
+
+@dataclass
+class ServerState:
+    catalog: Catalog
+    settings: Settings
+    uploads_dir: Path
+    queries: QueryCache = field(default_factory=QueryCache)
+    thumbnails: ThumbnailCache = field(default_factory=ThumbnailCache)
+    metrics: Metrics = field(default_factory=Metrics)
+    guard: AddressGuard = field(default_factory=AddressGuard)
+
+
+def state_of(request: Request) -> ServerState:
+    return request.app.state.lookalike
+
+
+def decode_base64(text: str) -> bytes:
+    """Base64 (optionally a ``data:image/...;base64,`` URL) to bytes, with a clear error."""
+    if text.startswith("data:"):
+        text = text.partition(",")[2]
+    try:
+        return base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise ImageError(f"the image is not valid base64: {exc}") from None
+
+
+def check_upload_size(data: bytes, state: ServerState) -> None:
+    if not data:
+        raise ImageError("the image is empty (0 bytes)")
+    if len(data) > state.settings.max_upload_bytes:
+        raise PayloadTooLargeError(
+            f"the image is {len(data):,} bytes; this server accepts at most {state.settings.max_upload_bytes:,}"
+        )
+
+
+def run_search(
+    state: ServerState,
+    kind: QueryType,
+    value: Any,
+    k: int,
+    filter: Filter | None = None,
+    min_score: float | None = None,
+) -> SearchResponse:
+    """One search of any kind; ``value`` is the image bytes, the URL, the item id or the ref."""
+    started = time.perf_counter()
+    catalog, settings = state.catalog, state.settings
+    query = QueryInfo(type=kind)
+    if kind == "id":
+        response = search_item(catalog, value, k, filter)
+        query.id, query.image_url = value, image_path(value)
+    else:
+        timings: dict[str, float] = {}
+        if kind == "ref":
+            cached = state.queries.get(value)
+            if cached is None:
+                raise NotFoundError("this search's photo is no longer on the server; upload it again")
+            data, vector = cached.data, cached.vector
+        else:
+            if kind == "url":
+                fetch_started = time.perf_counter()
+                query.url = value
+                value = fetch_bytes(
+                    value, max_bytes=settings.max_upload_bytes, timeout=settings.url_timeout, guard=state.guard
+                )
+                timings["fetch"] = (time.perf_counter() - fetch_started) * 1000
+            data = value
+            check_upload_size(data, state)
+            vector, embed_timings = embed_image_bytes(
+                catalog, data, max_pixels=settings.max_pixels, max_bytes=settings.max_upload_bytes
+            )
+            timings |= embed_timings
+        query.ref = state.queries.put(data, vector)
+        query.image_url = f"/api/queries/{query.ref}/image"
+        response = search_vector(catalog, vector, k, filter)
+        response.timings_ms = timings | response.timings_ms
+    state.metrics.observe_stages(response.timings_ms)
+    results = [
+        Result(
+            id=hit.id,
+            score=hit.score,
+            distance=hit.distance,
+            metadata=hit.metadata,
+            image_url=image_path(hit.id),
+            thumbnail_url=image_path(hit.id, THUMBNAIL_SIZE),
+        )
+        for hit in response.results
+        if min_score is None or hit.score >= min_score
+    ]
+    took = {stage: round(ms, 3) for stage, ms in response.timings_ms.items()}
+    took["total"] = round((time.perf_counter() - started) * 1000, 3)
+    return SearchResponse(model=response.model, query=query, took_ms=took, results=results)
