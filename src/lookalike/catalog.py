@@ -14,7 +14,8 @@ from typing import Any
 
 from lookalike.embed import Embedder, load_embedder
 from lookalike.errors import IndexError_, ModelMismatchError
-from lookalike.index import EmbeddedIndex, IndexSettings, VectorIndex
+from lookalike.index import IndexSettings, VectorIndex
+from lookalike.index.backends import IndexTarget, create_index, index_exists, open_index
 from lookalike.index.base import IndexKind, Metric
 
 COMPARED_KEYS = ("model", "dim", "preprocessing", "weights")
@@ -27,6 +28,11 @@ class Catalog:
 
     def close(self) -> None:
         self.index.close()
+
+
+def as_target(where: str | Path | IndexTarget) -> IndexTarget:
+    """A path means the embedded backend, so the simple case stays simple."""
+    return where if isinstance(where, IndexTarget) else IndexTarget("embedded", Path(where))
 
 
 def check_model(recorded: dict[str, Any], embedder: Embedder) -> None:
@@ -42,29 +48,32 @@ def check_model(recorded: dict[str, Any], embedder: Embedder) -> None:
         )
 
 
-def open_catalog(path: str | Path, model: str | None = None, weights: str | None = None) -> Catalog:
+def open_catalog(where: str | Path | IndexTarget, model: str | None = None, weights: str | None = None) -> Catalog:
     """Open an existing index with the model it records (or ``model``, which must be the same)."""
-    index = EmbeddedIndex.open(path)
+    target = as_target(where)
+    index = open_index(target)
     recorded = dict(index.settings.embedding)
     if not recorded.get("model"):
-        raise IndexError_(f"the index at {path} does not record which model built it")
+        index.close()
+        raise IndexError_(f"the index at {target.describe()} does not record which model built it")
     embedder = load_embedder(model or recorded["model"], weights=weights)
     check_model(recorded, embedder)
     return Catalog(index, embedder)
 
 
 def open_or_create_catalog(
-    path: str | Path,
+    where: str | Path | IndexTarget,
     model: str | None = None,
     metric: Metric = "cosine",
     kind: IndexKind = "hnsw",
     weights: str | None = None,
 ) -> Catalog:
-    """Open the index at ``path``, or create one for ``model`` (default: the configured default model)."""
-    if EmbeddedIndex.exists(path):
-        return open_catalog(path, model, weights)
+    """Open the index at ``where``, or create one for ``model`` (default: the configured default model)."""
+    target = as_target(where)
+    if index_exists(target):
+        return open_catalog(target, model, weights)
     from lookalike.config import get_settings
 
     embedder = load_embedder(model or get_settings().model, weights=weights)
     settings = IndexSettings(dim=embedder.dim, metric=metric, kind=kind, embedding=embedder.descriptor())
-    return Catalog(EmbeddedIndex.create(path, settings), embedder)
+    return Catalog(create_index(target, settings), embedder)

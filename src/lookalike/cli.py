@@ -13,6 +13,7 @@ from typing import Annotated, Any
 import typer
 
 from lookalike.errors import LookalikeError, SourceError
+from lookalike.index.backends import IndexTarget
 
 app = typer.Typer(
     help="Visual search for product images: index a catalogue, then find look-alikes of any photo.",
@@ -24,13 +25,28 @@ app = typer.Typer(
 IndexOption = Annotated[
     Path | None, typer.Option("--index", help="Index directory [default: $LOOKALIKE_INDEX or .lookalike/index]")
 ]
+BackendOption = Annotated[
+    str | None,
+    typer.Option("--backend", help="embedded, opensearch or milvus [default: $LOOKALIKE_BACKEND or embedded]"),
+]
+UrlOption = Annotated[str | None, typer.Option("--url", help="OpenSearch or Milvus URL [default: $LOOKALIKE_URL]")]
+NameOption = Annotated[str | None, typer.Option("--name", help="Index (collection) name on a server backend")]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
 
 
-def _index_path(index: Path | None) -> Path:
+def _target(
+    index: Path | None, backend: str | None = None, url: str | None = None, name: str | None = None
+) -> IndexTarget:
+    """Where the index lives, from the options, else the ``LOOKALIKE_*`` settings."""
     from lookalike.config import get_settings
 
-    return index or get_settings().index
+    settings = get_settings()
+    return IndexTarget(
+        backend=(backend or settings.backend),  # type: ignore[arg-type]
+        path=index or settings.index,
+        url=url or settings.url,
+        name=name or settings.name,
+    )
 
 
 @app.command("index")
@@ -50,6 +66,9 @@ def index_command(
     force: Annotated[bool, typer.Option(help="Re-embed items even if already indexed")] = False,
     report: Annotated[Path | None, typer.Option(help="Write the run's report (with failures) as JSON")] = None,
     progress: Annotated[bool, typer.Option(help="Show a progress bar")] = True,
+    backend: BackendOption = None,
+    url: UrlOption = None,
+    name: NameOption = None,
 ) -> None:
     """Embed and index every image of SOURCE; re-running resumes and skips what is indexed."""
     from lookalike.catalog import open_or_create_catalog
@@ -58,9 +77,9 @@ def index_command(
 
     if metric not in ("cosine", "l2") or kind not in ("hnsw", "exact"):
         raise LookalikeError(f"--metric must be cosine or l2 and --kind hnsw or exact, got {metric}, {kind}")
-    path = _index_path(index)
+    target = _target(index, backend, url, name)
     items = open_source(source)
-    catalog = open_or_create_catalog(path, model, metric, kind)  # type: ignore[arg-type]
+    catalog = open_or_create_catalog(target, model, metric, kind)  # type: ignore[arg-type]
     try:
         result = ingest(
             items,
@@ -73,7 +92,7 @@ def index_command(
         )
     finally:
         catalog.close()
-    typer.echo(f"{path}: {result.summary()}")
+    typer.echo(f"{target.describe()}: {result.summary()}")
     for failure in result.failed[:20]:
         typer.echo(f"  skipped {failure.id}: {failure.reason}", err=True)
     if len(result.failed) > 20:
@@ -94,6 +113,9 @@ def search_command(
     exact: Annotated[bool, typer.Option(help="Brute-force search even on an HNSW index")] = False,
     index: IndexOption = None,
     as_json: JsonOption = False,
+    backend: BackendOption = None,
+    url: UrlOption = None,
+    name: NameOption = None,
 ) -> None:
     """Find the k indexed items that look most like QUERY."""
     from lookalike.catalog import open_catalog
@@ -101,7 +123,7 @@ def search_command(
     from lookalike.search import search_image, search_item, search_url
 
     conditions = parse_expressions(filter or [])
-    catalog = open_catalog(_index_path(index))
+    catalog = open_catalog(_target(index, backend, url, name))
     try:
         if by_id:
             response = search_item(catalog, query, k, conditions, exact)
@@ -126,15 +148,22 @@ def search_command(
 
 
 @app.command("info")
-def info_command(index: IndexOption = None, as_json: JsonOption = False) -> None:
+def info_command(
+    index: IndexOption = None,
+    as_json: JsonOption = False,
+    backend: BackendOption = None,
+    url: UrlOption = None,
+    name: NameOption = None,
+) -> None:
     """What an index holds and which model built it."""
-    from lookalike.index import EmbeddedIndex
+    from lookalike.index.backends import open_index
 
-    path = _index_path(index)
-    with EmbeddedIndex.open(path) as opened:
+    target = _target(index, backend, url, name)
+    with open_index(target) as opened:
         settings = opened.settings
         info: dict[str, Any] = {
-            "path": str(path),
+            "backend": target.backend,
+            "location": target.describe(),
             "model": settings.embedding.get("model"),
             "dim": settings.dim,
             "metric": settings.metric,
@@ -163,11 +192,17 @@ def info_command(index: IndexOption = None, as_json: JsonOption = False) -> None
 
 
 @app.command("delete")
-def delete_command(ids: Annotated[list[str], typer.Argument(help="Item ids")], index: IndexOption = None) -> None:
+def delete_command(
+    ids: Annotated[list[str], typer.Argument(help="Item ids")],
+    index: IndexOption = None,
+    backend: BackendOption = None,
+    url: UrlOption = None,
+    name: NameOption = None,
+) -> None:
     """Remove items from the index (no rebuild needed)."""
-    from lookalike.index import EmbeddedIndex
+    from lookalike.index.backends import open_index
 
-    with EmbeddedIndex.open(_index_path(index)) as opened:
+    with open_index(_target(index, backend, url, name)) as opened:
         removed = opened.delete(ids)
     missing = len(set(ids)) - removed
     typer.echo(f"deleted {removed} item(s)" + (f"; {missing} id(s) were not in the index" if missing else ""))
@@ -183,12 +218,15 @@ def eval_command(
     ignore_label: Annotated[list[str] | None, typer.Option(help="Labels not to use as queries")] = None,
     queries: Annotated[int, typer.Option(min=1, help="Queries for the recall measurement")] = 500,
     as_json: JsonOption = False,
+    backend: BackendOption = None,
+    url: UrlOption = None,
+    name: NameOption = None,
 ) -> None:
     """Same-label precision@1/@k (leave-one-out) and HNSW recall@k against exact search."""
     from lookalike.evaluate import recall_against_exact, same_label_precision
-    from lookalike.index import EmbeddedIndex
+    from lookalike.index.backends import open_index
 
-    with EmbeddedIndex.open(_index_path(index)) as opened:
+    with open_index(_target(index, backend, url, name)) as opened:
         k_values = tuple(sorted({1, k}))
         exact = same_label_precision(opened, k_values, label_field, exact=True, ignore_labels=ignore_label or ())
         result: dict[str, Any] = {
@@ -214,6 +252,9 @@ def serve_command(
     host: Annotated[str, typer.Option(help="Address to listen on")] = "127.0.0.1",
     port: Annotated[int, typer.Option(min=1, max=65535)] = 8000,
     log_level: Annotated[str, typer.Option(help="uvicorn log level")] = "info",
+    backend: BackendOption = None,
+    url: UrlOption = None,
+    name: NameOption = None,
 ) -> None:
     """Serve the REST API (docs at /docs) and the search page (at /) over an index."""
     import uvicorn
@@ -221,12 +262,38 @@ def serve_command(
     from lookalike.api import create_app
     from lookalike.catalog import open_catalog
 
-    catalog = open_catalog(_index_path(index))
+    catalog = open_catalog(_target(index, backend, url, name))
     typer.echo(f"serving {catalog.index.count()} items ({catalog.embedder.name}) on http://{host}:{port}/")
     try:
         uvicorn.run(create_app(catalog), host=host, port=port, log_level=log_level)
     finally:
         catalog.close()
+
+
+@app.command("migrate")
+def migrate_command(
+    to: Annotated[str, typer.Option("--to", help="Target backend: embedded, opensearch or milvus")],
+    to_index: Annotated[Path | None, typer.Option("--to-index", help="Target directory (embedded)")] = None,
+    to_url: Annotated[str | None, typer.Option("--to-url", help="Target server URL")] = None,
+    to_name: Annotated[str | None, typer.Option("--to-name", help="Target index (collection) name")] = None,
+    batch_size: Annotated[int, typer.Option(min=1, max=10_000)] = 500,
+    progress: Annotated[bool, typer.Option(help="Show a progress bar")] = True,
+    index: IndexOption = None,
+    backend: BackendOption = None,
+    url: UrlOption = None,
+    name: NameOption = None,
+) -> None:
+    """Copy an index (vectors and metadata) to another backend without re-embedding; re-run to resume."""
+    from lookalike.index.backends import open_index
+    from lookalike.migrate import migrate, open_target_like
+
+    source_target = _target(index, backend, url, name)
+    destination = IndexTarget(to, to_index or Path(".lookalike/migrated"), to_url, to_name or "lookalike")  # type: ignore[arg-type]
+    if destination == source_target:
+        raise LookalikeError("the target is the source; give --to-index, --to-url or --to-name")
+    with open_index(source_target) as source, open_target_like(source, destination) as target:
+        report = migrate(source, target, batch_size=batch_size, progress=progress)
+    typer.echo(f"{source_target.describe()} -> {destination.describe()}: {report.summary()}")
 
 
 @app.command("models")

@@ -23,6 +23,12 @@ class Settings(BaseSettings):
 
     index: Path = Path(".lookalike/index")
     """Where the embedded index lives unless ``--index`` says otherwise."""
+    backend: str = "embedded"
+    """embedded, opensearch or milvus."""
+    url: str | None = None
+    """The OpenSearch or Milvus server, for those backends."""
+    name: str = "lookalike"
+    """The index (collection) name on a server backend."""
     cache: Path = _default_cache()
     """Exported ONNX models and downloaded data sets."""
     model: str = "efficientnet-lite0"

@@ -26,7 +26,9 @@ def load_embedder(name: str, cache_dir: Path | None = None, threads: int = 0, we
     """The embedder called ``name``; loaded once per process and reused."""
     from lookalike.config import get_settings
 
-    cache = Path(cache_dir) if cache_dir else get_settings().cache
+    settings = get_settings()
+    cache = Path(cache_dir) if cache_dir else settings.cache
+    threads = threads or settings.threads
     key = (name, str(cache), threads, weights)
     if key not in _loaded:
         _loaded[key] = _load(name, cache, threads, weights)

@@ -119,6 +119,10 @@ class VectorIndex(ABC):
     def facets(self, max_values: int = 50) -> dict[str, dict[str, int]]:
         """Metadata field -> value -> count, for building filter choices."""
 
+    def stats(self) -> dict[str, Any]:
+        """Counts worth showing in ``lookalike info``; backends add what they know."""
+        return {"items": self.count()}
+
     @abstractmethod
     def save(self) -> None:
         """Make everything written so far durable."""

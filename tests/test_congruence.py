@@ -1,0 +1,206 @@
+"""Congruence: the same calls on every backend give the same answers.
+
+Runs on the embedded backend always, on Milvus when a server answers (``make test`` starts one in a private
+network namespace), and on OpenSearch when ``OPENSEARCH_URL`` is set. The reference is NumPy brute force
+over real embeddings (clothing photos when the data set is present, synthetic photos otherwise).
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import numpy as np
+import pytest
+
+from lookalike.index import Item, VectorIndex
+from lookalike.index.backends import IndexTarget, create_index
+from lookalike.index.base import IndexSettings
+from lookalike.index.filters import matches, normalize
+
+MILVUS_URI = os.environ.get("MILVUS_URI", "http://127.0.0.1:19530")
+OPENSEARCH_URL = os.environ.get("OPENSEARCH_URL")
+CATALOGUE_SIZE = 600
+
+
+def _answers(url: str) -> bool:
+    parts = urlsplit(url)
+    try:
+        with socket.create_connection((parts.hostname or "127.0.0.1", parts.port or 80), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
+def _backend_params() -> list:
+    return [
+        pytest.param("embedded", id="embedded"),
+        pytest.param(
+            "milvus", id="milvus",
+            marks=pytest.mark.skipif(not _answers(MILVUS_URI), reason=f"no Milvus server at {MILVUS_URI}"),
+        ),
+        pytest.param(
+            "opensearch", id="opensearch",
+            marks=pytest.mark.skipif(not OPENSEARCH_URL, reason="OPENSEARCH_URL is not set (no cluster here)"),
+        ),
+    ]
+
+
+@pytest.fixture(scope="session")
+def real_items(lite0) -> list[Item]:
+    """Real embeddings with real metadata: clothing photos if present, else synthetic product photos."""
+    from conftest import make_photo
+    from lookalike.images import load_image
+    from lookalike.sources.datasets import find_clothing_dataset
+    from lookalike.sources import clothing_dataset
+
+    if find_clothing_dataset() is not None:
+        sources = list(clothing_dataset())[:CATALOGUE_SIZE]
+        entries = [(s.id, s.read(), s.metadata) for s in sources]
+    else:
+        rng = np.random.default_rng(0)
+        labels = ["Dress", "Shirt", "Pants", "Shoes"]
+        entries = [
+            (f"synthetic/{i:04d}", make_photo(i, size=(200, 260)),
+             {"label": labels[i % 4], "kids": bool(i % 3 == 0), "sender_id": int(rng.integers(0, 300))})
+            for i in range(300)
+        ]
+    vectors = []
+    for start in range(0, len(entries), 64):
+        images = [load_image(data, min_side=256) for _, data, _ in entries[start : start + 64]]
+        vectors.append(lite0.embed(images))
+    matrix = np.concatenate(vectors)
+    return [Item(item_id, matrix[i], metadata, f"/photos/{i}.jpg", f"h{i}") for i, (item_id, _, metadata) in
+            enumerate(entries)]
+
+
+@pytest.fixture
+def make_index(request, tmp_path: Path) -> Iterator[Callable[[str, str], VectorIndex]]:
+    backend = request.param
+    created: list[VectorIndex] = []
+
+    def make(metric: str = "cosine", kind: str = "hnsw") -> VectorIndex:
+        name = f"congruence_{uuid.uuid4().hex[:12]}"
+        url = {"milvus": MILVUS_URI, "opensearch": OPENSEARCH_URL}.get(backend)
+        target = IndexTarget(backend, tmp_path / name, url, name)  # type: ignore[arg-type]
+        index = create_index(target, IndexSettings(dim=1280, metric=metric, kind=kind))  # type: ignore[arg-type]
+        created.append(index)
+        return index
+
+    yield make
+    for index in created:
+        drop = getattr(index, "drop", None)
+        if drop is not None:
+            drop()
+        else:
+            index.close()
+
+
+def brute_force(items: list[Item], query: np.ndarray, k: int, metric: str, filter=None) -> list[tuple[str, float]]:
+    """The reference answer: (id, distance) best first."""
+    conditions = normalize(filter)
+    kept = [item for item in items if matches(item.metadata, conditions)]
+    matrix = np.stack([item.vector for item in kept]).astype(np.float64)
+    q = query.astype(np.float64)
+    if metric == "cosine":
+        distances = 1 - (matrix @ q) / (np.linalg.norm(matrix, axis=1) * np.linalg.norm(q))
+    else:
+        distances = np.linalg.norm(matrix - q, axis=1)
+    order = np.argsort(distances, kind="stable")[:k]
+    return [(kept[i].id, float(distances[i])) for i in order]
+
+
+def filled(make_index, items: list[Item], metric: str = "cosine", kind: str = "hnsw") -> VectorIndex:
+    index = make_index(metric, kind)
+    for start in range(0, len(items), 200):
+        index.add(items[start : start + 200])
+    index.save()
+    return index
+
+
+def queries(items: list[Item], count: int = 15) -> list[np.ndarray]:
+    rng = np.random.default_rng(7)
+    picks = rng.choice(len(items), size=count, replace=False)
+    # Perturbed copies: real-looking queries that are not exactly an indexed vector.
+    return [items[i].vector + rng.normal(0, 0.05, items[i].vector.shape).astype(np.float32) for i in picks]
+
+
+def assert_same(results, expected, tolerance: float = 1e-4) -> None:
+    assert [r.id for r in results] == [item_id for item_id, _ in expected]
+    for result, (_, distance) in zip(results, expected, strict=True):
+        assert result.distance == pytest.approx(distance, abs=tolerance)
+
+
+BACKENDS = _backend_params()
+
+
+@pytest.mark.parametrize("make_index", BACKENDS, indirect=True)
+@pytest.mark.parametrize("metric", ["cosine", "l2"])
+def test_exact_search_gives_the_same_ordered_top_k(make_index, real_items, metric) -> None:
+    index = filled(make_index, real_items, metric)
+    for query in queries(real_items):
+        expected = brute_force(real_items, query, 10, metric)
+        assert_same(index.search(query, 10, exact=True), expected, tolerance=1e-4 if metric == "cosine" else 1e-3)
+
+
+@pytest.mark.parametrize("make_index", BACKENDS, indirect=True)
+def test_filtered_exact_search_agrees(make_index, real_items) -> None:
+    index = filled(make_index, real_items)
+    labels = sorted({item.metadata["label"] for item in real_items})
+    for filter in (
+        {"label": labels[0]},
+        {"label": labels[1:3]},
+        {"sender_id": {"gte": 100, "lt": 200}},
+        {"kids": True, "label": labels[:4]},
+    ):
+        for query in queries(real_items, 5):
+            expected = brute_force(real_items, query, 10, "cosine", filter)
+            assert_same(index.search(query, 10, filter=filter, exact=True), expected)
+
+
+@pytest.mark.parametrize("make_index", BACKENDS, indirect=True)
+def test_approximate_search_recall_at_10(make_index, real_items) -> None:
+    index = filled(make_index, real_items)
+    recalls = []
+    for query in queries(real_items, 50):
+        exact = {item_id for item_id, _ in brute_force(real_items, query, 10, "cosine")}
+        recalls.append(len(exact & {r.id for r in index.search(query, 10)}) / 10)
+    assert np.mean(recalls) >= 0.95
+
+
+@pytest.mark.parametrize("make_index", BACKENDS, indirect=True)
+def test_filtered_approximate_search_returns_k_when_k_match(make_index, real_items) -> None:
+    index = filled(make_index, real_items)
+    rare = min({item.metadata["label"] for item in real_items},
+               key=lambda label: sum(item.metadata["label"] == label for item in real_items))
+    matching = sum(item.metadata["label"] == rare for item in real_items)
+    results = index.search(real_items[0].vector, 10, filter={"label": rare})
+    assert len(results) == min(10, matching)
+    assert all(r.metadata["label"] == rare for r in results)
+
+
+@pytest.mark.parametrize("make_index", BACKENDS, indirect=True)
+def test_upsert_delete_get_count_and_facets_behave_alike(make_index, real_items) -> None:
+    items = real_items[:200]
+    index = filled(make_index, items)
+    assert index.count() == 200
+    moved = Item(items[0].id, items[150].vector.copy(), {"label": "Moved"}, items[0].location, "changed")
+    index.add([moved])
+    assert index.count() == 200
+    top = index.search(items[150].vector, 2, exact=True)
+    assert {r.id for r in top} == {items[0].id, items[150].id}
+    got = index.get(items[0].id, with_vector=True)
+    assert got.metadata == {"label": "Moved"} and np.allclose(got.vector, items[150].vector, atol=1e-5)
+    assert index.delete([items[0].id, items[1].id, "no-such-id"]) == 2
+    assert index.count() == 198 and index.get(items[1].id) is None
+    assert all(r.id not in (items[0].id, items[1].id) for r in index.search(items[1].vector, 20, exact=True))
+    counts: dict[str, int] = {}
+    for item in items[2:]:
+        counts[str(item.metadata["label"])] = counts.get(str(item.metadata["label"]), 0) + 1
+    assert index.facets()["label"] == counts
+    hashes = index.content_hashes()
+    assert len(hashes) == 198 and hashes[items[5].id] == items[5].content_hash
