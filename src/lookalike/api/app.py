@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, HTTPException, Request
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import FileResponse
 from fastapi.staticfiles import StaticFiles
@@ -62,6 +62,9 @@ def create_app(catalog: Catalog, settings: Settings | None = None, uploads_dir: 
 
     @app.get("/", include_in_schema=False)
     def page() -> FileResponse:
-        return FileResponse(STATIC_DIR / "index.html", headers={"Cache-Control": "no-cache"})
+        index_html = STATIC_DIR / "index.html"
+        if not index_html.is_file():  # FileResponse would fail while sending: a 500
+            raise HTTPException(404, "the search page is not installed (no web/static/index.html)")
+        return FileResponse(index_html, headers={"Cache-Control": "no-cache"})
 
     return app

@@ -4,14 +4,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from lookalike.errors import PayloadTooLargeError
-
 
 class BodySizeLimit:
     """ASGI middleware: refuse bodies over ``max_bytes`` by Content-Length, or as soon as they exceed it.
 
-    A streamed overrun raises :class:`PayloadTooLargeError` inside the app's ``receive``, where the error
-    handlers turn it into a 413 like any other bad input.
+    A streamed overrun (no Content-Length) is cut off: the app's ``receive`` reports a disconnect, whatever
+    the app makes of that (an exception, a 400 from FastAPI's body parser) is discarded, and the client
+    gets the same 413 as for a declared length. Raising from ``receive`` instead would not work: the
+    ``http`` middleware between here and the routes wraps it in an ExceptionGroup (a 500), and FastAPI
+    turns any error while reading a declared body into a 400.
     """
 
     def __init__(self, app: Any, max_bytes: int) -> None:
@@ -27,17 +28,36 @@ class BodySizeLimit:
             await _send_413(send, self.max_bytes)
             return
         received = 0
+        exceeded = False
+        started = False
 
         async def limited_receive() -> dict[str, Any]:
-            nonlocal received
+            nonlocal received, exceeded
+            if exceeded:
+                return {"type": "http.disconnect"}
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > self.max_bytes:
-                    raise PayloadTooLargeError(f"request body exceeds {self.max_bytes:,} bytes")
+                    exceeded = True
+                    return {"type": "http.disconnect"}
             return message
 
-        await self.app(scope, limited_receive, send)
+        async def guarded_send(message: dict[str, Any]) -> None:
+            nonlocal started
+            if exceeded and not started:
+                return  # the app's answer to a cut-off body is replaced by the 413 below
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, limited_receive, guarded_send)
+        except Exception:
+            if not exceeded or started:
+                raise
+        if exceeded and not started:
+            await _send_413(send, self.max_bytes)
 
 
 async def _send_413(send: Any, max_bytes: int) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hmac
 import io
 import json
+import threading
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, HTTPException, Query, Request, Response
@@ -54,6 +55,7 @@ async def search(request: Request, state: State) -> SearchResponse:
     ``image_base64``, ``url``, ``id`` or ``ref``."""
     if request.headers.get("content-type", "").startswith("multipart/form-data"):
         form = await request.form(max_files=1, max_fields=8)
+        _check_form_fields(form.keys(), SEARCH_FORM_FIELDS)
         upload = form.get("image")
         if not isinstance(upload, UploadFile):
             raise LookalikeError("a multipart search needs the image in a file field named 'image'")
@@ -77,6 +79,17 @@ async def search(request: Request, state: State) -> SearchResponse:
     return await run_in_threadpool(run_search, state, kind, value, body.k, body.filter, body.min_score)
 
 
+SEARCH_FORM_FIELDS = ("image", "k", "filter", "min_score")
+ITEM_FORM_FIELDS = ("image", "id", "metadata")
+
+
+def _check_form_fields(names: Any, known: tuple[str, ...]) -> None:
+    """Unknown form fields are refused, as the JSON body refuses them: a typo must not be silently ignored."""
+    unknown = sorted(set(names) - set(known))
+    if unknown:
+        raise LookalikeError(f"unknown form field(s) {', '.join(map(repr, unknown))}; expected {', '.join(known)}")
+
+
 def _form_int(raw: Any, name: str, default: int) -> int:
     if raw in (None, ""):
         return default
@@ -98,15 +111,15 @@ def _form_float(raw: Any, name: str) -> float | None:
         raise LookalikeError(f"{name} must be a number, got {raw!r}") from None
 
 
-def _form_filter(raw: Any) -> dict[str, Any] | None:
+def _form_filter(raw: Any, name: str = "filter", error: type[LookalikeError] = FilterError) -> dict[str, Any] | None:
     if raw in (None, ""):
         return None
     try:
         parsed = json.loads(str(raw))
     except json.JSONDecodeError as exc:
-        raise FilterError(f"filter must be a JSON object: {exc}") from None
+        raise error(f"{name} must be a JSON object: {exc}") from None
     if not isinstance(parsed, dict):
-        raise FilterError("filter must be a JSON object")
+        raise error(f"{name} must be a JSON object")
     return parsed
 
 
@@ -192,11 +205,12 @@ def require_api_key(
 async def add_item(request: Request, state: State) -> ItemOut:
     """Add or replace one item: multipart with ``image`` (file), optional ``id`` and ``metadata`` (JSON)."""
     form = await request.form(max_files=1, max_fields=8)
+    _check_form_fields(form.keys(), ITEM_FORM_FIELDS)
     upload = form.get("image")
     if not isinstance(upload, UploadFile):
         raise LookalikeError("adding an item needs the image in a file field named 'image'")
     data = await upload.read()
-    metadata = _form_filter(form.get("metadata")) or {}  # same JSON-object parsing
+    metadata = _form_filter(form.get("metadata"), "metadata", LookalikeError) or {}  # same JSON-object parsing
     item_id = str(form.get("id") or "") or None
     return await run_in_threadpool(_add_item, state, data, item_id, metadata)
 
@@ -215,12 +229,16 @@ def _add_item(state: ServerState, data: bytes, item_id: str | None, metadata: di
     kind = (Image.open(io.BytesIO(data)).format or "bin").lower()
     state.uploads_dir.mkdir(parents=True, exist_ok=True)
     path = state.uploads_dir / f"{digest}.{kind}"
-    if not path.exists():
-        temporary = path.with_suffix(".tmp")
-        temporary.write_bytes(data)
+    # The file is written first under a temporary name and kept only once the index took the item, so a
+    # refused add leaves no orphan file and an indexed item never points at a missing one.
+    temporary = path.with_name(f"{path.name}.{threading.get_ident()}.tmp")
+    temporary.write_bytes(data)
+    try:
+        item = Item(item_id or digest, vector, metadata, str(path), digest)
+        state.catalog.index.add([item])
         temporary.replace(path)
-    item = Item(item_id or digest, vector, metadata, str(path), digest)
-    state.catalog.index.add([item])
+    finally:
+        temporary.unlink(missing_ok=True)
     return _item_out(item)
 
 
