@@ -7,8 +7,9 @@ from __future__ import annotations
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 
 from lookalike import errors
 
@@ -56,7 +57,13 @@ def _for_http_error(_: Request, exc: Exception) -> JSONResponse:
     )
 
 
+def _for_client_disconnect(_: Request, exc: Exception) -> Response:
+    """The client left mid-upload: nobody reads the answer, and it is not a server error worth a traceback."""
+    return Response(status_code=499)
+
+
 def install_error_handlers(app: FastAPI) -> None:
+    app.add_exception_handler(ClientDisconnect, _for_client_disconnect)
     app.add_exception_handler(errors.LookalikeError, _for_lookalike_error)
     app.add_exception_handler(RequestValidationError, _for_validation_error)
     app.add_exception_handler(StarletteHTTPException, _for_http_error)
