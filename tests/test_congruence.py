@@ -40,11 +40,13 @@ def _backend_params() -> list:
     return [
         pytest.param("embedded", id="embedded"),
         pytest.param(
-            "milvus", id="milvus",
+            "milvus",
+            id="milvus",
             marks=pytest.mark.skipif(not _answers(MILVUS_URI), reason=f"no Milvus server at {MILVUS_URI}"),
         ),
         pytest.param(
-            "opensearch", id="opensearch",
+            "opensearch",
+            id="opensearch",
             marks=pytest.mark.skipif(not OPENSEARCH_URL, reason="OPENSEARCH_URL is not set (no cluster here)"),
         ),
     ]
@@ -54,9 +56,10 @@ def _backend_params() -> list:
 def real_items(lite0) -> list[Item]:
     """Real embeddings with real metadata: clothing photos if present, else synthetic product photos."""
     from conftest import make_photo
+
     from lookalike.images import load_image
-    from lookalike.sources.datasets import find_clothing_dataset
     from lookalike.sources import clothing_dataset
+    from lookalike.sources.datasets import find_clothing_dataset
 
     if find_clothing_dataset() is not None:
         sources = list(clothing_dataset())[:CATALOGUE_SIZE]
@@ -65,8 +68,11 @@ def real_items(lite0) -> list[Item]:
         rng = np.random.default_rng(0)
         labels = ["Dress", "Shirt", "Pants", "Shoes"]
         entries = [
-            (f"synthetic/{i:04d}", make_photo(i, size=(200, 260)),
-             {"label": labels[i % 4], "kids": bool(i % 3 == 0), "sender_id": int(rng.integers(0, 300))})
+            (
+                f"synthetic/{i:04d}",
+                make_photo(i, size=(200, 260)),
+                {"label": labels[i % 4], "kids": bool(i % 3 == 0), "sender_id": int(rng.integers(0, 300))},
+            )
             for i in range(300)
         ]
     vectors = []
@@ -74,8 +80,10 @@ def real_items(lite0) -> list[Item]:
         images = [load_image(data, min_side=256) for _, data, _ in entries[start : start + 64]]
         vectors.append(lite0.embed(images))
     matrix = np.concatenate(vectors)
-    return [Item(item_id, matrix[i], metadata, f"/photos/{i}.jpg", f"h{i}") for i, (item_id, _, metadata) in
-            enumerate(entries)]
+    return [
+        Item(item_id, matrix[i], metadata, f"/photos/{i}.jpg", f"h{i}")
+        for i, (item_id, _, metadata) in enumerate(entries)
+    ]
 
 
 @pytest.fixture
@@ -175,8 +183,10 @@ def test_approximate_search_recall_at_10(make_index, real_items) -> None:
 @pytest.mark.parametrize("make_index", BACKENDS, indirect=True)
 def test_filtered_approximate_search_returns_k_when_k_match(make_index, real_items) -> None:
     index = filled(make_index, real_items)
-    rare = min({item.metadata["label"] for item in real_items},
-               key=lambda label: sum(item.metadata["label"] == label for item in real_items))
+    rare = min(
+        {item.metadata["label"] for item in real_items},
+        key=lambda label: sum(item.metadata["label"] == label for item in real_items),
+    )
     matching = sum(item.metadata["label"] == rare for item in real_items)
     results = index.search(real_items[0].vector, 10, filter={"label": rare})
     assert len(results) == min(10, matching)
