@@ -124,7 +124,7 @@ def ingest(
             index.save()
             since_checkpoint = 0
 
-    with ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="decode") as pool:
+    with index.bulk_load(), ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="decode") as pool:
         for prepared in bounded_map(pool, prepare, source, window=max(4 * batch_size, 8 * workers)):
             if prepared.skipped:
                 report.unchanged += 1

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -118,6 +119,10 @@ class VectorIndex(ABC):
     @abstractmethod
     def facets(self, max_values: int = 50) -> dict[str, dict[str, int]]:
         """Metadata field -> value -> count, for building filter choices."""
+
+    def bulk_load(self) -> AbstractContextManager[Any]:
+        """Wrap a large ingest: backends that can defer work (OpenSearch stops refreshing) do so here."""
+        return nullcontext()
 
     def stats(self) -> dict[str, Any]:
         """Counts worth showing in ``lookalike info``; backends add what they know."""
