@@ -23,9 +23,10 @@ demo: install
 	@echo "Open http://127.0.0.1:8000/ (API docs at /docs); Ctrl+C stops the server."
 	$(VENV)/bin/lookalike serve --index $(INDEX) --host 127.0.0.1 --port 8000
 
+# The suite runs inside a private network namespace with a Milvus server (scripts/run-tests.sh).
 test: install
 	$(VENV)/bin/ruff check .
-	$(VENV)/bin/pytest
+	scripts/run-tests.sh
 
 lint: install
 	$(VENV)/bin/ruff check .
