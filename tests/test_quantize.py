@@ -1,0 +1,160 @@
+"""The int8 EfficientNet-Lite0: builds from the packaged weights, stays close to fp32, is cached, and is a model of its
+own as far as an index is concerned."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+from PIL import Image
+from skimage import data
+
+from lookalike.catalog import check_model
+from lookalike.embed import MODELS, load_embedder
+from lookalike.embed import efficientnet_int8 as lite0_int8
+from lookalike.embed.quantize import _Reader, fold_input_quantization, synthetic_batches
+from lookalike.errors import ModelError, ModelMismatchError
+
+ESPRESSO = 967
+CALIBRATION = "synthetic-32"
+
+
+@pytest.fixture(scope="module")
+def int8(lite0, cache_dir: Path):
+    """Built once, calibrated on a few synthetic images to keep it fast (the registry would use 200)."""
+    return lite0_int8.load(cache_dir, calibration=lambda: (CALIBRATION, synthetic_batches(32, batch=16)))
+
+
+def photos() -> list[Image.Image]:
+    return [Image.fromarray(data.coffee()), Image.fromarray(data.chelsea()), Image.fromarray(data.astronaut())]
+
+
+def test_int8_builds_next_to_fp32_and_the_registry_reuses_the_cached_file(int8, lite0, cache_dir: Path) -> None:
+    assert int8.onnx_path.parent == lite0.onnx_path.parent
+    assert int8.onnx_path.name == f"{lite0.onnx_path.stem}-int8-q1-{CALIBRATION}.onnx"
+    assert int8.onnx_path.stat().st_size < lite0.onnx_path.stat().st_size / 2  # 8-bit weights
+    built = int8.onnx_path.stat().st_mtime_ns
+    assert "efficientnet-lite0-int8" in MODELS
+
+    again = load_embedder("efficientnet-lite0-int8", cache_dir=cache_dir)
+
+    assert again.onnx_path == int8.onnx_path
+    assert again.onnx_path.stat().st_mtime_ns == built  # not rebuilt
+    assert again.descriptor() == int8.descriptor()
+    assert not list(int8.onnx_path.parent.glob("*.tmp")) and not list(int8.onnx_path.parent.glob(".quantize-*"))
+
+
+def test_int8_graph_is_quantized_and_reads_the_pixels_directly(int8) -> None:
+    ops = [node.op_type for node in onnx.load(str(int8.onnx_path)).graph.node]
+    assert ops.count("Conv") == 49 and ops.count("DequantizeLinear") > 49  # every conv in QDQ form
+    assert not {"Cast", "Sub", "Div"} & set(ops)  # the input normalisation was folded away
+    assert ops.count("Gemm") == 1  # the classifier stays float
+
+
+def test_int8_features_are_close_to_fp32(int8, lite0) -> None:
+    quantized, reference = int8.embed(photos()), lite0.embed(photos())
+    assert quantized.shape == (3, 1280) and quantized.dtype == np.float32
+    cosines = (quantized * reference).sum(1) / np.linalg.norm(quantized, axis=1) / np.linalg.norm(reference, axis=1)
+    assert cosines.mean() >= 0.95, cosines
+    # Still a meaningful space: each photo is nearer its own fp32 vector than the other photos' vectors.
+    assert (np.argmax(quantized @ reference.T, axis=1) == np.arange(3)).all()
+
+
+def test_int8_still_recognises_the_coffee(int8) -> None:
+    logits = int8.classify(int8.prepare(Image.fromarray(data.coffee()))[None])[0]
+    assert int(np.argmax(logits)) == ESPRESSO
+
+
+def test_int8_descriptor_differs_so_an_index_refuses_the_other_model(int8, lite0) -> None:
+    quantized, reference = int8.descriptor(), lite0.descriptor()
+    assert quantized["model"] == "efficientnet-lite0-int8" != reference["model"]
+    assert quantized["weights"] != reference["weights"] and len(quantized["weights"]) == 16
+    assert quantized["fp32_weights"] == reference["weights"]
+    assert quantized["calibration"] == CALIBRATION
+    assert quantized["dim"] == reference["dim"] and quantized["preprocessing"] == reference["preprocessing"]
+    with pytest.raises(ModelMismatchError):
+        check_model(reference, int8)
+    with pytest.raises(ModelMismatchError):
+        check_model(quantized, lite0)
+
+
+def _normalise_then_quantize(mean, std, scale: float, zero_point: int) -> onnx.ModelProto:
+    """uint8 NHWC -> Cast -> (x - mean) / std -> QuantizeLinear -> DequantizeLinear: the exported model's start."""
+    nodes = [
+        helper.make_node("Cast", ["image"], ["cast"], to=TensorProto.FLOAT),
+        helper.make_node("Sub", ["cast", "mean"], ["sub"]),
+        helper.make_node("Div", ["sub", "std"], ["div"]),
+        helper.make_node("QuantizeLinear", ["div", "scale", "zero_point"], ["q"]),
+        helper.make_node("DequantizeLinear", ["q", "scale", "zero_point"], ["out"]),
+    ]
+    initializers = [
+        numpy_helper.from_array(np.broadcast_to(np.asarray(mean, dtype=np.float32), 3).copy(), "mean"),
+        numpy_helper.from_array(np.broadcast_to(np.asarray(std, dtype=np.float32), 3).copy(), "std"),
+        numpy_helper.from_array(np.array(scale, dtype=np.float32), "scale"),
+        numpy_helper.from_array(np.array(zero_point, dtype=np.uint8), "zero_point"),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "start",
+        [helper.make_tensor_value_info("image", TensorProto.UINT8, [1, 16, 16, 3])],
+        [helper.make_tensor_value_info("out", TensorProto.FLOAT, [1, 16, 16, 3])],
+        initializers,
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def _run(model: onnx.ModelProto, pixels: np.ndarray) -> np.ndarray:
+    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    return session.run(None, {"image": pixels})[0]
+
+
+def test_folding_the_input_quantization_is_exact_for_every_pixel_value() -> None:
+    pixels = np.arange(768, dtype=np.int64).reshape(1, 16, 16, 3).astype(np.uint8)  # every value 0..255
+    model = _normalise_then_quantize(127.0, 128.0, 1 / 128, 127)
+    before = _run(model, pixels)
+
+    assert fold_input_quantization(model)
+
+    assert [node.op_type for node in model.graph.node] == ["DequantizeLinear"]
+    assert {tensor.name for tensor in model.graph.initializer} == {"scale", "zero_point"}
+    np.testing.assert_array_equal(_run(model, pixels), before)
+
+
+@pytest.mark.parametrize(
+    ("mean", "std", "scale", "zero_point"),
+    [
+        ((123.675, 116.28, 103.53), (58.395, 57.12, 57.375), 1 / 58.0, 124),
+        (127.0, 100.0, 1 / 100, 127),
+        (127.0, 128.0, 1 / 64, 127),
+        (127.0, 128.0, 1 / 128, 128),
+    ],
+    ids=["per-channel", "std-not-a-power-of-two", "other-scale", "other-zero-point"],
+)
+def test_input_quantization_is_left_alone_unless_it_is_the_identity(mean, std, scale, zero_point) -> None:
+    model = _normalise_then_quantize(mean, std, scale, zero_point)
+    assert not fold_input_quantization(model)
+    assert len(model.graph.node) == 5
+
+
+def test_calibration_reader_caps_images_cuts_batches_and_checks_them() -> None:
+    batches = [np.zeros((20, 8, 8, 3), dtype=np.uint8) for _ in range(3)]
+    reader = _Reader("image", batches, limit=30, chunk=8)
+    sizes = []
+    while (item := reader.get_next()) is not None:
+        sizes.append(len(item["image"]))
+    assert sizes == [8, 8, 4, 8, 2] and reader.images == 30
+    with pytest.raises(ModelError, match="uint8"):
+        _Reader("image", [np.zeros((2, 8, 8, 3), dtype=np.float32)], limit=10).get_next()
+
+
+def test_synthetic_calibration_images_are_uint8_nhwc_and_varied() -> None:
+    batches = list(synthetic_batches(10, batch=4, size=64))
+    assert [b.shape for b in batches] == [(4, 64, 64, 3), (4, 64, 64, 3), (2, 64, 64, 3)]
+    images = np.concatenate(batches)
+    assert images.dtype == np.uint8 and images.min() == 0 and images.max() == 255
+    assert len({image.tobytes() for image in images}) == 10
+    np.testing.assert_array_equal(np.concatenate(list(synthetic_batches(10, batch=4, size=64))), images)
