@@ -11,6 +11,11 @@ cd "$(dirname "$0")/.."
 PYTEST=(.venv/bin/pytest "$@")
 
 if ! .venv/bin/python -c 'import milvus, pymilvus' 2>/dev/null; then
+  if .venv/bin/python -c 'import importlib.metadata as m; m.version("milvus"); m.version("pymilvus")' 2>/dev/null; then
+    echo "run-tests: the milvus packages are installed but do not import:" >&2
+    .venv/bin/python -c 'import milvus, pymilvus' >&2
+    exit 1
+  fi
   echo "run-tests: the milvus packages are not installed; Milvus tests will be skipped" >&2
   exec "${PYTEST[@]}"
 fi
