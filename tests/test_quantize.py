@@ -35,7 +35,7 @@ def photos() -> list[Image.Image]:
 
 def test_int8_builds_next_to_fp32_and_the_registry_reuses_the_cached_file(int8, lite0, cache_dir: Path) -> None:
     assert int8.onnx_path.parent == lite0.onnx_path.parent
-    assert int8.onnx_path.name == f"{lite0.onnx_path.stem}-int8-q1-{CALIBRATION}.onnx"
+    assert int8.onnx_path.name == f"{lite0.onnx_path.stem}{lite0_int8._marker()}{CALIBRATION}.onnx"
     assert int8.onnx_path.stat().st_size < lite0.onnx_path.stat().st_size / 2  # 8-bit weights
     built = int8.onnx_path.stat().st_mtime_ns
     assert "efficientnet-lite0-int8" in MODELS
@@ -62,6 +62,20 @@ def test_int8_features_are_close_to_fp32(int8, lite0) -> None:
     assert cosines.mean() >= 0.95, cosines
     # Still a meaningful space: each photo is nearer its own fp32 vector than the other photos' vectors.
     assert (np.argmax(quantized @ reference.T, axis=1) == np.arange(3)).all()
+
+
+def test_reduced_range_follows_the_cpu_flags(tmp_path: Path, monkeypatch) -> None:
+    from lookalike.embed import quantize
+
+    cpuinfo = tmp_path / "cpuinfo"
+    monkeypatch.setattr("platform.machine", lambda: "x86_64")
+    cpuinfo.write_text("processor\t: 0\nflags\t\t: fpu sse2 avx avx2 fma\n")
+    assert quantize.needs_reduced_range(cpuinfo)
+    cpuinfo.write_text("processor\t: 0\nflags\t\t: fpu sse2 avx avx2 avx512f avx512_vnni\n")
+    assert not quantize.needs_reduced_range(cpuinfo)
+    monkeypatch.setattr("platform.machine", lambda: "aarch64")
+    cpuinfo.write_text("processor\t: 0\nFeatures\t: fp asimd\n")
+    assert not quantize.needs_reduced_range(cpuinfo)
 
 
 def test_int8_still_recognises_the_coffee(int8) -> None:

@@ -6,7 +6,8 @@ with one model refuses the other. Measured on the clothing catalogue (``bench/be
 the model throughput of fp32, same-label precision@10 within 0.001.
 
 The int8 file is built on first use from the cached fp32 export (see :mod:`lookalike.embed.quantize` for the
-recipe) and cached next to it as ``models/efficientnet-lite0-<digest>-e1-int8-q<version>-<calibration>.onnx``.
+recipe) and cached next to it as ``models/efficientnet-lite0-<digest>-e1-int8-q<version>[r]-<calibration>.onnx``
+(``r``: 7-bit weights, chosen on x86 CPUs without VNNI).
 
 Calibration, needed only for that first build: 200 images of the clothing catalogue when it is already on this
 machine (:func:`~lookalike.sources.datasets.find_clothing_dataset`, which never downloads), recorded as
@@ -27,7 +28,15 @@ import numpy as np
 from lookalike.embed import efficientnet
 from lookalike.embed.base import Embedder
 from lookalike.embed.export import cached_export, file_digest
-from lookalike.embed.quantize import CALIBRATION_IMAGES, QUANT_VERSION, RECIPE, quantize_int8, synthetic_batches
+from lookalike.embed.quantize import (
+    CALIBRATION_IMAGES,
+    QUANT_VERSION,
+    RECIPE,
+    RECIPE_REDUCED,
+    needs_reduced_range,
+    quantize_int8,
+    synthetic_batches,
+)
 
 NAME = "efficientnet-lite0-int8"
 Calibration = Callable[[], tuple[str, Iterable[np.ndarray]]]
@@ -52,13 +61,19 @@ def load(cache_dir: Path, threads: int = 0, calibration: Calibration | None = No
             "weights": file_digest(path),
             "fp32_weights": digest,
             "calibration": path.stem.rsplit(_marker(), 1)[1],
-            "quantization": RECIPE,
+            "quantization": RECIPE_REDUCED if _reduced() else RECIPE,
         },
     )
 
 
+def _reduced() -> bool:
+    return needs_reduced_range()
+
+
 def _marker() -> str:
-    return f"-int8-q{QUANT_VERSION}-"
+    """Part of the cached file's name: recipe version, and ``r`` for 7-bit weights (x86 without VNNI), so a
+    file made for one kind of CPU is never picked up on the other (their vectors differ)."""
+    return f"-int8-q{QUANT_VERSION}{'r' if _reduced() else ''}-"
 
 
 def cached_int8(fp32: Path, calibration: Calibration) -> Path:
@@ -68,7 +83,7 @@ def cached_int8(fp32: Path, calibration: Calibration) -> Path:
     if existing:
         return existing[0]
     tag, batches = calibration()
-    return quantize_int8(fp32, fp32.parent / f"{prefix}{tag}.onnx", batches)
+    return quantize_int8(fp32, fp32.parent / f"{prefix}{tag}.onnx", batches, reduce_range=_reduced())
 
 
 def default_calibration(count: int = CALIBRATION_IMAGES, batch: int = 20) -> tuple[str, Iterable[np.ndarray]]:
