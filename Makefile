@@ -4,7 +4,7 @@ PY     := $(VENV)/bin/python
 INDEX  ?= .lookalike/demo-index
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: install demo test lint bench bench-quick bench-api clean
+.PHONY: install demo test lint bench bench-quick bench-api fuzz soak clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -35,18 +35,36 @@ lint: install
 # Every table and figure of docs/benchmarks.md (about 60 minutes on 2 cores; bench-quick: a smaller run).
 bench: install
 	$(PY) bench/bench_core.py
+	$(PY) bench/bench_scale.py
 	$(PY) bench/bench_stages.py
 	$(PY) bench/bench_quantize.py
 	$(PY) bench/plots.py
 
 bench-quick: install
 	$(PY) bench/bench_core.py --quick
+	$(PY) bench/bench_scale.py --quick
 	$(PY) bench/bench_stages.py --quick
 	$(PY) bench/bench_quantize.py --quick --reps 3 --ingest-reps 1
 	$(PY) bench/plots.py
 
 bench-api: install
 	$(PY) bench/bench_api.py
+
+# Fuzz the image decode path and the request parsing (atheris), FUZZ_SECONDS per target; crashing inputs
+# land in tests/hostile/found/, which the test suite replays.
+FUZZ_SECONDS ?= 60
+SOAK_SECONDS ?= 60
+SOAK_FUZZ_SECONDS ?= 120
+fuzz: install
+	$(PY) -c 'import atheris' 2>/dev/null || $(PY) -m pip install -q -e '.[fuzz]'
+	$(PY) fuzz/run.py --seconds $(FUZZ_SECONDS)
+
+# 60 s of mixed load (uploads, ids, adds) on a real server: zero errors, p99 per kind, steady memory;
+# then the longer fuzz runs. Figures in bench/results/soak.json and fuzz.json.
+soak: install
+	$(PY) -c 'import atheris' 2>/dev/null || $(PY) -m pip install -q -e '.[fuzz]'
+	$(PY) bench/soak.py --seconds $(SOAK_SECONDS)
+	$(PY) fuzz/run.py --seconds $(SOAK_FUZZ_SECONDS)
 
 clean:
 	rm -rf .lookalike build dist src/*.egg-info .pytest_cache .ruff_cache

@@ -64,8 +64,10 @@ def quantize_figure(quantize: dict[str, Any], out: Path) -> Path:
     for offset, kind in zip((-width / 2, width / 2), kinds, strict=True):
         values = [quantize[kind][key] for key, _ in measures]
         medians = [value["median"] for value in values]
-        errors = [[m - v["min"] for m, v in zip(medians, values, strict=True)],
-                  [v["max"] - m for m, v in zip(medians, values, strict=True)]]
+        errors = [
+            [m - v["min"] for m, v in zip(medians, values, strict=True)],
+            [v["max"] - m for m, v in zip(medians, values, strict=True)],
+        ]
         bars = speed.bar([i + offset for i in range(len(measures))], medians, width, yerr=errors, label=kind)
         speed.bar_label(bars, fmt="%.0f", fontsize=8)
     speed.axhline(150, color="grey", linestyle="--", linewidth=1)

@@ -173,6 +173,8 @@ def test_recall_against_exact_can_see_a_poor_graph(tmp_path: Path) -> None:
         tmp_path / "i", IndexSettings(dim=32, metric="l2", kind="hnsw", hnsw_m=4, ef_construction=8, ef_search=1)
     )
     index.add([Item(f"i{n}", v) for n, v in enumerate(vectors)])
+    index.save()  # into the graph: until then, fewer than GRAPH_BATCH new vectors are searched exactly
+    assert index.stats()["vectors_in_graph"] == 2000
     assert recall_against_exact(index, k=10, queries=100) < 0.9
     index.close()
 

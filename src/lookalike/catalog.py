@@ -8,6 +8,7 @@ comparing vectors from two different feature spaces.
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -67,13 +68,19 @@ def open_or_create_catalog(
     metric: Metric = "cosine",
     kind: IndexKind = "hnsw",
     weights: str | None = None,
+    structure: Mapping[str, Any] | None = None,
 ) -> Catalog:
-    """Open the index at ``where``, or create one for ``model`` (default: the configured default model)."""
+    """Open the index at ``where``, or create one for ``model`` (default: the configured default model).
+
+    ``structure``: more ``IndexSettings`` fields for a new index (encoding, ivf_lists, reduce_dim, ...).
+    """
     target = as_target(where)
     if index_exists(target):
         return open_catalog(target, model, weights)
     from lookalike.config import get_settings
 
     embedder = load_embedder(model or get_settings().model, weights=weights)
-    settings = IndexSettings(dim=embedder.dim, metric=metric, kind=kind, embedding=embedder.descriptor())
+    settings = IndexSettings(
+        dim=embedder.dim, metric=metric, kind=kind, embedding=embedder.descriptor(), **dict(structure or {})
+    )
     return Catalog(create_index(target, settings), embedder)

@@ -60,12 +60,23 @@ def index_command(
     index: IndexOption = None,
     model: Annotated[str | None, typer.Option(help="Model for a new index [default: efficientnet-lite0]")] = None,
     metric: Annotated[str, typer.Option(help="cosine or l2 (new index only)")] = "cosine",
-    kind: Annotated[str, typer.Option(help="hnsw (approximate) or exact (new index only)")] = "hnsw",
+    kind: Annotated[str, typer.Option(help="hnsw, ivf (approximate) or exact (new index only)")] = "hnsw",
+    encoding: Annotated[
+        str, typer.Option(help="How the search structure stores vectors: none (float32), fp16, sq8 or pq (new index)")
+    ] = "none",
+    pq_m: Annotated[int, typer.Option(help="PQ sub-quantizers (bytes a vector), with --encoding pq")] = 64,
+    ivf_lists: Annotated[int, typer.Option(help="IVF cells, with --kind ivf (about 4*sqrt(items))")] = 1024,
+    nprobe: Annotated[int, typer.Option(help="IVF cells a query visits, with --kind ivf")] = 16,
+    reduce_dim: Annotated[int, typer.Option(help="PCA to this many dimensions first (0 = off; new index)")] = 0,
+    rerank: Annotated[int, typer.Option(help="Quantized settings re-score rerank*k candidates with floats")] = 1,
     batch_size: Annotated[int, typer.Option(min=1, max=1024)] = 32,
     workers: Annotated[int, typer.Option(min=1, max=64, help="Decode threads")] = 2,
     force: Annotated[bool, typer.Option(help="Re-embed items even if already indexed")] = False,
     report: Annotated[Path | None, typer.Option(help="Write the run's report (with failures) as JSON")] = None,
     progress: Annotated[bool, typer.Option(help="Show a progress bar")] = True,
+    checkpoint_every: Annotated[
+        int, typer.Option(min=1, help="Write the FAISS checkpoint every N items (every item is durable at once)")
+    ] = 2000,
     backend: BackendOption = None,
     url: UrlOption = None,
     name: NameOption = None,
@@ -75,11 +86,13 @@ def index_command(
     from lookalike.ingest import ingest
     from lookalike.sources import open_source
 
-    if metric not in ("cosine", "l2") or kind not in ("hnsw", "exact"):
-        raise LookalikeError(f"--metric must be cosine or l2 and --kind hnsw or exact, got {metric}, {kind}")
+    if metric not in ("cosine", "l2") or kind not in ("hnsw", "exact", "ivf"):
+        raise LookalikeError(f"--metric must be cosine or l2 and --kind hnsw, ivf or exact, got {metric}, {kind}")
+    structure = {"encoding": encoding, "pq_m": pq_m, "ivf_lists": ivf_lists, "nprobe": nprobe}
+    structure |= {"reduce_dim": reduce_dim, "rerank": rerank}
     target = _target(index, backend, url, name)
     items = open_source(source)
-    catalog = open_or_create_catalog(target, model, metric, kind)  # type: ignore[arg-type]
+    catalog = open_or_create_catalog(target, model, metric, kind, structure=structure)  # type: ignore[arg-type]
     try:
         result = ingest(
             items,
@@ -89,6 +102,7 @@ def index_command(
             workers=workers,
             force=force,
             progress=progress,
+            checkpoint_every=checkpoint_every,
         )
     finally:
         catalog.close()
@@ -179,6 +193,17 @@ def info_command(
                 if settings.kind == "hnsw"
                 else {}
             ),
+            **({"ivf": {"lists": settings.ivf_lists, "nprobe": settings.nprobe}} if settings.kind == "ivf" else {}),
+            **(
+                {
+                    "encoding": settings.encoding,
+                    **({"pq_m": settings.pq_m, "pq_bits": settings.pq_bits} if settings.encoding == "pq" else {}),
+                    "reduce_dim": settings.reduce_dim,
+                    "rerank": settings.rerank,
+                }
+                if settings.is_lossy()
+                else {}
+            ),
             "preprocessing": settings.embedding.get("preprocessing"),
             "weights": settings.embedding.get("weights"),
             **opened.stats(),
@@ -235,10 +260,11 @@ def eval_command(
             "queries": exact.queries,
             **{f"precision@{kk}_exact": round(exact.precision[kk], 4) for kk in k_values},
         }
-        if opened.settings.kind == "hnsw":
+        if opened.settings.kind != "exact" or opened.settings.is_lossy():  # approximate: HNSW, IVF or quantized
+            name = opened.settings.kind if opened.settings.kind != "exact" else opened.settings.encoding
             approx = same_label_precision(opened, k_values, label_field, exact=False, ignore_labels=ignore_label or ())
-            result |= {f"precision@{kk}_hnsw": round(approx.precision[kk], 4) for kk in k_values}
-            result[f"recall@{k}_hnsw_vs_exact"] = round(recall_against_exact(opened, k, queries), 4)
+            result |= {f"precision@{kk}_{name}": round(approx.precision[kk], 4) for kk in k_values}
+            result[f"recall@{k}_{name}_vs_exact"] = round(recall_against_exact(opened, k, queries), 4)
     if as_json:
         typer.echo(json.dumps(result, indent=2))
         return
@@ -294,6 +320,57 @@ def migrate_command(
     with open_index(source_target) as source, open_target_like(source, destination) as target:
         report = migrate(source, target, batch_size=batch_size, progress=progress)
     typer.echo(f"{source_target.describe()} -> {destination.describe()}: {report.summary()}")
+
+
+def _embedded_path(index: Path | None) -> Path:
+    target = _target(index)
+    if target.backend != "embedded":
+        raise LookalikeError(
+            f"snapshot and restore work on the embedded backend; back up {target.backend} with its own tools"
+        )
+    return target.path
+
+
+@app.command("snapshot")
+def snapshot_command(
+    destination: Annotated[Path, typer.Argument(help="New directory for the snapshot")],
+    index: IndexOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Copy a live index consistently (writers may keep running) to DESTINATION, with a verified manifest."""
+    from lookalike.snapshot import snapshot
+
+    manifest = snapshot(_embedded_path(index), destination)
+    if as_json:
+        typer.echo(json.dumps(manifest, indent=2))
+        return
+    typer.echo(
+        f"{destination}: {manifest['items']} items ({manifest['model']}), taken {manifest['created_at']}, verified"
+    )
+
+
+@app.command("restore")
+def restore_command(
+    snapshot: Annotated[Path, typer.Argument(help="A directory made by 'lookalike snapshot'")],
+    index: IndexOption = None,
+    force: Annotated[bool, typer.Option(help="Replace a non-empty index directory")] = False,
+    check: Annotated[bool, typer.Option(help="Only verify the snapshot; write nothing")] = False,
+) -> None:
+    """Verify SNAPSHOT and make the index directory a copy of it (stop servers and writers on it first)."""
+    from lookalike.snapshot import restore, verify
+
+    if check:
+        manifest = verify(snapshot)
+        typer.echo(
+            f"{snapshot}: intact; {manifest['items']} items ({manifest['model']}), taken {manifest['created_at']}"
+        )
+        return
+    path = _embedded_path(index)
+    manifest = restore(snapshot, path, force=force)
+    typer.echo(
+        f"{path}: restored {manifest['items']} items ({manifest['model']}) from the snapshot taken "
+        f"{manifest['created_at']}"
+    )
 
 
 @app.command("models")

@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from pydantic import field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -50,6 +51,38 @@ class Settings(BaseSettings):
     url_timeout: float = 10.0
     query_cache: int = 256
     """Uploaded query images kept (in memory) so their searches can be repeated and shared by URL."""
+    rate_limit: str | None = None
+    """Requests per client address, e.g. "30/s" or "600/min" (a token bucket each); unset: no limit."""
+    rate_burst: int | None = None
+    """Requests a client may send at once before the rate applies; default twice the per-second rate, at least 10."""
+    save_seconds: float | None = 30.0
+    """A server taking writes saves its index (FAISS checkpoint; dead vectors of replaced and deleted items
+    compacted away once they are a quarter) after a write at most this often. ``None``: only at shutdown, so
+    each replace or delete keeps one dead vector in memory until then."""
+
+    @field_validator("rate_limit")
+    @classmethod
+    def _valid_rate(cls, value: str | None) -> str | None:
+        if value is not None and value.strip().lower() not in ("", "off", "none"):
+            parse_rate(value)  # fail at startup, not at the first request
+            return value.strip()
+        return None
+
+
+_PERIODS = {"s": 1.0, "sec": 1.0, "second": 1.0, "m": 60.0, "min": 60.0, "minute": 60.0, "h": 3600.0, "hour": 3600.0}
+
+
+def parse_rate(text: str) -> float:
+    """ "30/s", "600/min", "1000/h" as requests per second."""
+    count, _, period = text.strip().lower().partition("/")
+    seconds = _PERIODS.get(period.strip().removesuffix("s") if period.strip() not in _PERIODS else period.strip())
+    try:
+        requests = float(count)
+    except ValueError:
+        requests = -1.0
+    if seconds is None or not requests > 0 or requests == float("inf"):
+        raise ValueError(f"a rate limit looks like 30/s, 600/min or 1000/h, not {text!r}")
+    return requests / seconds
 
 
 def get_settings() -> Settings:

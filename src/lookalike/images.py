@@ -30,6 +30,16 @@ _FORMATS = ("JPEG", "PNG", "GIF", "WEBP", "AVIF", "BMP", "TIFF")
 
 _ALPHA_MODES = frozenset({"RGBA", "LA", "PA", "RGBa", "La"})
 
+# Signatures of the allowed formats: a file starting with one that Pillow still cannot identify is a broken
+# file of that format, which says more than "unrecognised".
+_MAGIC_NUMBERS = (
+    (b"\x89PNG\r\n\x1a\n", "PNG"),
+    (b"\xff\xd8\xff", "JPEG"),
+    (b"GIF8", "GIF"),
+    (b"II*\x00", "TIFF"),
+    (b"MM\x00*", "TIFF"),
+)
+
 # Orientations 5-8 turn the picture by 90 degrees, so width and height swap on display.
 _SWAPPING_ORIENTATIONS = frozenset({5, 6, 7, 8})
 
@@ -168,6 +178,9 @@ def _what_it_looks_like(data: bytes) -> str:
         return "looks like HTML, XML or SVG text"
     if data[4:8] == b"ftyp" and data[8:12] in (b"heic", b"heix", b"hevc", b"mif1", b"msf1"):
         return "HEIC/HEIF is not supported"
+    for magic, name in _MAGIC_NUMBERS:
+        if data.startswith(magic):
+            return f"starts like a {name} file, but its header is truncated or corrupt"
     return "unrecognised format"
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 from pathlib import Path
 
@@ -13,11 +14,11 @@ from fastapi.staticfiles import StaticFiles
 import lookalike
 from lookalike.api import reference, routes
 from lookalike.api.errors import install_error_handlers
-from lookalike.api.limits import BodySizeLimit
+from lookalike.api.limits import BodySizeLimit, RateLimit
 from lookalike.api.query_cache import QueryCache
 from lookalike.api.service import ServerState
 from lookalike.catalog import Catalog
-from lookalike.config import Settings, get_settings
+from lookalike.config import Settings, get_settings, parse_rate
 from lookalike.sources.fetch import AddressGuard
 
 STATIC_DIR = Path(__file__).resolve().parent.parent / "web" / "static"
@@ -56,6 +57,15 @@ def create_app(catalog: Catalog, settings: Settings | None = None, uploads_dir: 
 
     # Base64 inflates an image by 4/3; the rest is room for the JSON or multipart envelope.
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_upload_bytes * 4 // 3 + 64 * 1024)
+    if settings.rate_limit:  # outside the body limit (nothing is read from a refused client), inside CORS
+        rate = parse_rate(settings.rate_limit)
+        app.add_middleware(
+            RateLimit,
+            rate=rate,
+            burst=settings.rate_burst or max(10, math.ceil(2 * rate)),
+            label=settings.rate_limit,
+            on_limited=app.state.lookalike.metrics.rate_limited.inc,
+        )
     app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["*"], allow_headers=["*"])
     if STATIC_DIR.is_dir():
         app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")

@@ -26,6 +26,10 @@ class Metrics:
             registry=self.registry,
         )
 
+        self.rate_limited = Counter(
+            "lookalike_rate_limited", "Requests refused by the per-client rate limit (429)", registry=self.registry
+        )
+
     def observe_stages(self, timings_ms: dict[str, float]) -> None:
         for stage, milliseconds in timings_ms.items():
             self.stage_seconds.labels(stage).observe(milliseconds / 1000)

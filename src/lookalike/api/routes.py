@@ -118,6 +118,8 @@ def _form_filter(raw: Any, name: str = "filter", error: type[LookalikeError] = F
         parsed = json.loads(str(raw))
     except json.JSONDecodeError as exc:
         raise error(f"{name} must be a JSON object: {exc}") from None
+    except RecursionError:  # json.loads recurses once per nesting level: '[[[[...' is not a JSONDecodeError
+        raise error(f"{name} is nested too deeply") from None
     if not isinstance(parsed, dict):
         raise error(f"{name} must be a JSON object")
     return parsed
@@ -211,8 +213,22 @@ async def add_item(request: Request, state: State) -> ItemOut:
         raise LookalikeError("adding an item needs the image in a file field named 'image'")
     data = await upload.read()
     metadata = _form_filter(form.get("metadata"), "metadata", LookalikeError) or {}  # same JSON-object parsing
-    item_id = str(form.get("id") or "") or None
+    item_id = _check_item_id(str(form.get("id") or "")) or None
     return await run_in_threadpool(_add_item, state, data, item_id, metadata)
+
+
+MAX_ID_LENGTH = 1024
+
+
+def _check_item_id(item_id: str) -> str:
+    """Ids are opaque strings (folder ingests make ``tops/item-05.jpg``; ``../x`` is harmless, as an id never
+    becomes a file name), but control characters could not be shown on one line or typed, and ids are bounded."""
+    if len(item_id) > MAX_ID_LENGTH:
+        raise LookalikeError(f"the id is {len(item_id):,} characters long; at most {MAX_ID_LENGTH:,} are allowed")
+    bad = next((char for char in item_id if ord(char) < 32 or 127 <= ord(char) < 160), None)
+    if bad is not None:
+        raise LookalikeError(f"the id contains the control character {bad!r}")
+    return item_id
 
 
 def _add_item(state: ServerState, data: bytes, item_id: str | None, metadata: dict[str, Any]) -> ItemOut:
@@ -239,6 +255,7 @@ def _add_item(state: ServerState, data: bytes, item_id: str | None, metadata: di
         temporary.replace(path)
     finally:
         temporary.unlink(missing_ok=True)
+    state.after_write()
     return _item_out(item)
 
 
@@ -246,6 +263,7 @@ def _add_item(state: ServerState, data: bytes, item_id: str | None, metadata: di
 def delete_item(item_id: str, state: State) -> dict[str, str]:
     if state.catalog.index.delete([item_id]) == 0:
         raise NotFoundError(f"no item with id {item_id!r}")
+    state.after_write()
     return {"deleted": item_id}
 
 

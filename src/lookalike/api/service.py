@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,6 +36,20 @@ class ServerState:
     thumbnails: ThumbnailCache = field(default_factory=ThumbnailCache)
     metrics: Metrics = field(default_factory=Metrics)
     guard: AddressGuard = field(default_factory=AddressGuard)
+    last_save: float = field(default_factory=time.monotonic)
+    save_lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def after_write(self) -> None:
+        """Save the index if ``settings.save_seconds`` is set and the last save is that old (one writer does
+        it; the others go on), so a long-running server does not keep every replaced or deleted vector."""
+        every = self.settings.save_seconds
+        if every is None or time.monotonic() - self.last_save < every or not self.save_lock.acquire(False):
+            return
+        try:
+            self.catalog.index.save()
+            self.last_save = time.monotonic()
+        finally:
+            self.save_lock.release()
 
 
 def state_of(request: Request) -> ServerState:

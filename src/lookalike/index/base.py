@@ -15,7 +15,10 @@ from typing import Any, Literal
 import numpy as np
 
 Metric = Literal["l2", "cosine"]
-IndexKind = Literal["exact", "hnsw"]
+IndexKind = Literal["exact", "hnsw", "ivf"]
+Encoding = Literal["none", "fp16", "sq8", "pq"]
+ENCODINGS: tuple[Encoding, ...] = ("none", "fp16", "sq8", "pq")
+INDEX_KINDS: tuple[IndexKind, ...] = ("exact", "hnsw", "ivf")
 Filter = Mapping[str, Any]
 """Metadata filter: ``{"label": "Dress"}`` (equality), ``{"label": ["Dress", "Skirt"]}`` (one of),
 ``{"price": {"gte": 10, "lt": 50}}`` (numeric range); several keys must all hold."""
@@ -33,6 +36,85 @@ class IndexSettings:
     ef_search: int = 128
     embedding: Mapping[str, Any] = field(default_factory=dict)
     """The model that made the vectors (name, dim, preprocessing): compared by the service layer."""
+    # Quantization and index structure (embedded backend). Every field has a default that keeps what an
+    # index without it (an older settings JSON) always was: float32 vectors, no reduction.
+    encoding: Encoding = "none"
+    """How the search structure stores vectors: float32 ("none"), fp16, 8-bit scalar ("sq8") or product
+    quantization ("pq"). The float vectors are always kept too (SQLite, and a float store used for exact
+    search and for re-scoring), so results carry exact scores whatever the encoding."""
+    pq_m: int = 64
+    """Sub-quantizers for ``encoding="pq"`` (8 bits each, so ``pq_m`` bytes a vector); must divide the
+    (reduced) dimension."""
+    pq_bits: int = 8
+    """Bits per sub-quantizer code (4 to 8): 2**bits codewords each, so 39 * 2**bits vectors to train."""
+    ivf_lists: int = 1024
+    """Inverted lists (k-means cells) for ``kind="ivf"``: ~4·sqrt(n) is the usual choice."""
+    nprobe: int = 16
+    """Cells an IVF query visits: more is slower and finds more."""
+    reduce_dim: int = 0
+    """PCA to this many dimensions before the search structure (0 = off), learned on the catalogue."""
+    rerank: int = 1
+    """Lossy settings fetch ``rerank * k`` candidates and re-score them with the float vectors (1 = only
+    re-score the k found, which still makes the scores and their order exact; 0 = no re-scoring: scores are
+    the quantized distances and queries never touch the float store, the least resident memory)."""
+
+    def is_lossy(self) -> bool:
+        """Whether the search structure holds anything but the float vectors (so needs the float store)."""
+        return self.encoding != "none" or self.reduce_dim > 0 or self.kind == "ivf"
+
+    def check(self) -> None:
+        """Refuse settings that cannot work, naming the setting (raised before anything is created)."""
+        from lookalike.errors import IndexError_
+
+        if self.metric not in ("l2", "cosine"):
+            raise IndexError_(f"metric must be cosine or l2, got {self.metric!r}")
+        if self.kind not in INDEX_KINDS:
+            raise IndexError_(f"kind must be one of {', '.join(INDEX_KINDS)}, got {self.kind!r}")
+        if self.encoding not in ENCODINGS:
+            raise IndexError_(f"encoding must be one of {', '.join(ENCODINGS)}, got {self.encoding!r}")
+        if not isinstance(self.rerank, int) or isinstance(self.rerank, bool) or self.rerank < 0:
+            raise IndexError_(f"rerank must be 0 (no re-scoring) or a positive integer, got {self.rerank!r}")
+        for name in ("hnsw_m", "ef_construction", "ef_search", "ivf_lists", "nprobe", "pq_m"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise IndexError_(f"{name} must be a positive integer, got {value!r}")
+        if not isinstance(self.reduce_dim, int) or not 0 <= self.reduce_dim < self.dim:
+            raise IndexError_(f"reduce_dim must be 0 (off) or below the dimension {self.dim}, got {self.reduce_dim!r}")
+        if self.pq_bits not in range(4, 9):
+            raise IndexError_(f"pq_bits must be 4 to 8, got {self.pq_bits!r}")
+        if self.nprobe > self.ivf_lists:
+            raise IndexError_(f"nprobe ({self.nprobe}) cannot exceed ivf_lists ({self.ivf_lists})")
+        searched = self.reduce_dim or self.dim
+        if self.encoding == "pq" and searched % self.pq_m:
+            raise IndexError_(f"pq_m ({self.pq_m}) must divide the searched dimension {searched}")
+
+
+SERVER_FIELDS = ("dim", "metric", "kind", "hnsw_m", "ef_construction", "ef_search", "embedding")
+"""What a server backend honours and records; the rest are embedded-only and stay at their defaults there."""
+
+
+def server_record(settings: IndexSettings) -> dict[str, Any]:
+    """The settings a server backend stores with its index (the fields it honours, as plain JSON)."""
+    return {
+        name: (dict(value) if name == "embedding" else value)
+        for name, value in vars(settings).items()
+        if name in SERVER_FIELDS
+    }
+
+
+def refuse_unsupported(settings: IndexSettings, backend: str) -> None:
+    """Server backends store float vectors in HNSW or flat form; refuse embedded-only settings by name."""
+    from lookalike.errors import IndexError_
+
+    defaults = IndexSettings(dim=settings.dim)
+    if settings.kind not in ("exact", "hnsw"):
+        raise IndexError_(f"{backend} does not support kind={settings.kind!r}; choose exact or hnsw")
+    for name in ("encoding", "reduce_dim", "rerank"):
+        if getattr(settings, name) != getattr(defaults, name):
+            raise IndexError_(
+                f"{backend} does not support {name}={getattr(settings, name)!r} (embedded backend only); "
+                f"leave it at {getattr(defaults, name)!r}"
+            )
 
 
 @dataclass

@@ -9,11 +9,28 @@ bitmap of live positions; ``compact`` rebuilds once dead vectors pile up.
 Layout of an index directory::
 
     index.sqlite    meta (settings as JSON) and items(vid, id, location, content_hash, metadata, vector)
-    vectors.faiss   IndexIDMap2 over IndexFlat or IndexHNSWFlat; its ids are the items' vids
+    vectors.faiss   IndexIDMap over the search structure; its ids are the items' vids
+
+The search structure follows ``IndexSettings``: float32 ``IndexFlat`` or ``IndexHNSWFlat`` (the defaults), or
+a *lossy* one built with FAISS's index factory (fp16, 8-bit scalar or product quantization; HNSW or IVF; an
+optional PCA in front), always wrapped in ``IndexRefineFlat`` so that the float vectors travel with it in the
+one checkpoint file. That float store is what ``exact=True`` and selective filters brute-force over, and what
+re-scores the candidates the quantized structure finds, so every result carries its exact score.
+
+Structures that must be trained (IVF, PQ, SQ8, PCA) start as a float ``IndexFlat`` ("staging": every query is
+exact brute force) and are trained at the first checkpoint (``save``, ``close``, the end of an ingest) that
+finds at least :func:`training_size` live vectors, on a sample of up to ``TRAIN_SAMPLE`` of them; later adds go
+into the trained structure without retraining (``rebuild`` retrains, e.g. after the catalogue changed a lot).
+
+A saved checkpoint opens memory-mapped (``IO_FLAG_MMAP_IFC | IO_FLAG_READ_ONLY``): opening costs only the
+parts FAISS must copy (IVF lists, HNSW levels, the id map), the pages of codes and graph are shared with the
+page cache and with every other process that opens the same index. FAISS cannot write to a mapped structure,
+so the first write after opening copies the checkpoint into memory.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sqlite3
@@ -42,19 +59,76 @@ CREATE TABLE IF NOT EXISTS items (
     metadata TEXT NOT NULL DEFAULT '{}',
     vector BLOB NOT NULL
 );
+CREATE TABLE IF NOT EXISTS deleted_vids (seq INTEGER PRIMARY KEY AUTOINCREMENT, vid INTEGER NOT NULL);
+CREATE TRIGGER IF NOT EXISTS items_deleted AFTER DELETE ON items BEGIN
+    INSERT INTO deleted_vids (vid) VALUES (old.vid);
+END;
 """
+TOMBSTONES_KEPT = 100_000
+"""``deleted_vids`` logs every deleted vid so that other processes can mask them without rescanning; ``save``
+trims it to the newest entries. A reader further behind than that reconciles with a scan of the vids instead."""
 EXACT_SUBSET_FRACTION = 0.05
 """A filter matching fewer than this share of the items is answered by brute force over the matches: faster
 than walking the graph, and it always finds k results when k exist (what OpenSearch's filtering does too)."""
 COMPACT_DEAD_FRACTION = 0.25
+MAX_EF_SEARCH = 4096
+"""Upper bound of the widened candidate list of a filtered graph walk (see ``_approximate``)."""
 GRAPH_BATCH = 2048
 """New vectors reach the HNSW graph in batches this large: FAISS builds a graph ~10x faster per vector in big
 parallel batches than 32 at a time (0.18 against ~2 ms per 1280-d vector on 2 cores). They are durable in
-SQLite at once, and any read adds them to the graph first, so nobody sees the difference."""
+SQLite at once, and a search brute-forces the ones not in the graph yet and merges them in, so nobody sees the
+difference (and a server catching up with another process's small commits does not pay for small inserts)."""
+
+
+TRAIN_SAMPLE = 100_000
+"""At most this many vectors train a structure: FAISS's k-means uses at most 256 per IVF cell anyway, and PQ,
+SQ ranges and PCA are stable well before (training on 100,000 1280-d vectors: ~1 min on 2 cores for IVF1024)."""
+ADD_CHUNK = 50_000
+MMAP_FLAGS = faiss.IO_FLAG_MMAP_IFC | faiss.IO_FLAG_READ_ONLY
+
+
+def factory_string(settings: IndexSettings) -> str:
+    """The FAISS index-factory description of a lossy structure (inside its ``IndexRefineFlat``)."""
+    code = {"none": "Flat", "fp16": "SQfp16", "sq8": "SQ8", "pq": f"PQ{settings.pq_m}x{settings.pq_bits}"}
+    parts = [f"PCA{settings.reduce_dim}"] if settings.reduce_dim else []
+    if settings.kind == "exact":
+        parts.append(code[settings.encoding])
+    elif settings.kind == "hnsw":
+        parts.append(f"HNSW{settings.hnsw_m}" + ("" if settings.encoding == "none" else f",{code[settings.encoding]}"))
+    else:
+        parts.append(f"IVF{settings.ivf_lists},{code[settings.encoding]}")
+    return ",".join(parts)
+
+
+def training_size(settings: IndexSettings) -> int:
+    """Live vectors needed before training: FAISS wants >= 39 points per k-means centroid (IVF cells, PQ
+    codewords); SQ8 ranges and PCA need a fair sample of the catalogue. 0 = nothing to train."""
+    need = 0
+    if settings.kind == "ivf":
+        need = max(need, 39 * settings.ivf_lists)
+    if settings.encoding == "pq":
+        need = max(need, 39 * 2**settings.pq_bits)
+    if settings.encoding == "sq8":
+        need = max(need, 1000)
+    if settings.reduce_dim:
+        need = max(need, 4 * settings.reduce_dim)
+    return need
+
+
+def _core(index: faiss.Index) -> faiss.Index:
+    """The structure under the refine and PCA wrappers (where HNSW or IVF parameters live)."""
+    index = faiss.downcast_index(index)
+    if isinstance(index, faiss.IndexRefine):
+        index = faiss.downcast_index(index.base_index)
+    if isinstance(index, faiss.IndexPreTransform):
+        index = faiss.downcast_index(index.index)
+    return index
 
 
 class EmbeddedIndex(VectorIndex):
     """FAISS + SQLite in one directory; open with :meth:`create` or :meth:`open`."""
+
+    _use_mmap = False  # open() sets it: map a saved checkpoint instead of reading it
 
     def __init__(self, path: Path, connection: sqlite3.Connection, settings: IndexSettings) -> None:
         self.path = path
@@ -65,8 +139,13 @@ class EmbeddedIndex(VectorIndex):
         self._faiss_owner: faiss.Index | None  # the checkpoint's IndexIDMap2, which owns self._faiss
         self._vids: np.ndarray  # position in self._faiss -> vid
         self._live: np.ndarray  # position -> still an item
+        self._mapped = False  # self._faiss is a read-only memory map of the checkpoint
+        self._stages = training_size(settings) > 0  # starts as a float IndexFlat until trained
         self._reset_faiss()
         self._dirty = False
+        self._data_version = -1  # SQLite's counter of other connections' commits, when we last caught up
+        self._seen_delete = 0  # the newest deleted_vids entry reflected in self._live
+        self._mark_synced()
 
     # ----------------------------------------------------------------------------------- opening
     @classmethod
@@ -77,17 +156,26 @@ class EmbeddedIndex(VectorIndex):
             raise IndexError_(f"an index already exists at {path}")
         if settings.dim <= 0:
             raise VectorSizeError(f"an index needs a positive dimension, got {settings.dim}")
+        settings.check()
         path.mkdir(parents=True, exist_ok=True)
-        connection = _connect(path / SQLITE_NAME)
-        with connection:
+        # Made under a temporary name and renamed: a crash here leaves no index rather than one without settings.
+        staging = path / (SQLITE_NAME + ".tmp")
+        for leftover in (staging, Path(f"{staging}-wal"), Path(f"{staging}-shm")):
+            leftover.unlink(missing_ok=True)
+        with contextlib.closing(_connect(staging)) as connection, connection:
             connection.execute("INSERT INTO meta VALUES ('settings', ?)", (json.dumps(asdict(settings)),))
+        os.replace(staging, path / SQLITE_NAME)
+        connection = _connect(path / SQLITE_NAME)
         index = cls(path, connection, settings)
         index.save()
         return index
 
     @classmethod
-    def open(cls, path: str | Path) -> EmbeddedIndex:
-        """Open an existing index, bringing its FAISS checkpoint up to date with SQLite."""
+    def open(cls, path: str | Path, mmap: bool = True) -> EmbeddedIndex:
+        """Open an existing index, bringing its FAISS checkpoint up to date with SQLite.
+
+        ``mmap``: map a saved checkpoint rather than read it (fast start, one copy shared by processes).
+        """
         path = Path(path)
         if not (path / SQLITE_NAME).is_file():
             raise IndexError_(f"no index at {path} (build one with: lookalike index SOURCE --index {path})")
@@ -96,7 +184,9 @@ class EmbeddedIndex(VectorIndex):
         if row is None:
             raise IndexError_(f"{path / SQLITE_NAME} has no settings: not a lookalike index")
         index = cls(path, connection, IndexSettings(**json.loads(row[0])))
-        index._load_checkpoint()
+        index._use_mmap = mmap
+        with index._snapshot():
+            index._load_checkpoint()
         return index
 
     @classmethod
@@ -104,31 +194,58 @@ class EmbeddedIndex(VectorIndex):
         return (Path(path) / SQLITE_NAME).is_file()
 
     def _new_faiss(self) -> faiss.Index:
-        metric = faiss.METRIC_INNER_PRODUCT if self.settings.metric == "cosine" else faiss.METRIC_L2
-        if self.settings.kind == "exact":
-            return faiss.IndexFlat(self.settings.dim, metric)
-        index = faiss.IndexHNSWFlat(self.settings.dim, self.settings.hnsw_m, metric)
-        index.hnsw.efConstruction = self.settings.ef_construction
-        index.hnsw.efSearch = self.settings.ef_search
-        return index
+        """The (empty, possibly untrained) search structure the settings describe."""
+        settings = self.settings
+        if not settings.is_lossy():
+            metric = faiss.METRIC_INNER_PRODUCT if settings.metric == "cosine" else faiss.METRIC_L2
+            if settings.kind == "exact":
+                return faiss.IndexFlat(settings.dim, metric)
+            index = faiss.IndexHNSWFlat(settings.dim, settings.hnsw_m, metric)
+            index.hnsw.efConstruction = settings.ef_construction
+            index.hnsw.efSearch = settings.ef_search
+            return index
+        # Lossy structures compare by L2, also for cosine (over unit vectors, where it orders like the inner
+        # product): PCA centres the data and k-means assumes L2, which the inner product would not survive.
+        refined = faiss.IndexRefineFlat(faiss.index_factory(settings.dim, factory_string(settings), faiss.METRIC_L2))
+        self._configure(refined)
+        return refined
+
+    def _configure(self, index: faiss.Index) -> None:
+        core = _core(index)
+        if isinstance(core, faiss.IndexHNSW):
+            core.hnsw.efConstruction = self.settings.ef_construction
+            core.hnsw.efSearch = self.settings.ef_search
+        if isinstance(core, faiss.IndexIVF):
+            core.nprobe = self.settings.nprobe
+
+    def _staging(self) -> bool:
+        """Whether the structure still waits for training (and is a float IndexFlat meanwhile)."""
+        return self._stages and not isinstance(self._faiss, faiss.IndexRefine)
 
     def _reset_faiss(self) -> None:
-        self._faiss, self._faiss_owner = self._new_faiss(), None
+        # Only lossy structures need training, and they compare by L2: so does their staging IndexFlat.
+        fresh = faiss.IndexFlat(self.settings.dim, faiss.METRIC_L2) if self._stages else self._new_faiss()
+        self._faiss, self._faiss_owner, self._mapped = fresh, None, False
         self._vids, self._live = np.zeros(0, dtype=np.int64), np.zeros(0, dtype=bool)
         self._pending_vids: list[int] = []
         self._pending_vectors: list[np.ndarray] = []
+        self._pending_cache: tuple[int, np.ndarray] | None = None  # (how many, the pending vectors as FAISS has them)
 
     def _load_checkpoint(self) -> None:
         checkpoint = self.path / FAISS_NAME
         if checkpoint.is_file():
             try:
-                wrapper = faiss.read_index(str(checkpoint))  # an IndexIDMap2 that owns the inner index
-                inner = faiss.downcast_index(wrapper.index) if isinstance(wrapper, faiss.IndexIDMap2) else None
-                if type(inner) is not type(self._new_faiss()) or inner.d != self.settings.dim:
+                # an IndexIDMap (IndexIDMap2 before) that owns the inner index
+                wrapper = faiss.read_index(str(checkpoint), MMAP_FLAGS if self._use_mmap else 0)
+                wrapped = isinstance(wrapper, faiss.IndexIDMap | faiss.IndexIDMap2)
+                inner = faiss.downcast_index(wrapper.index) if wrapped else None
+                if inner is None or not self._is_ours(inner):
                     raise ValueError(f"{checkpoint} is not this index's checkpoint")
                 self._vids = faiss.vector_to_array(wrapper.id_map).astype(np.int64)
                 self._faiss = inner
                 self._faiss_owner = wrapper  # keeps the inner index alive exactly as long as we use it
+                self._mapped = self._use_mmap
+                self._configure(inner)
             except (RuntimeError, ValueError):
                 self._reset_faiss()  # unreadable or foreign checkpoint: rebuilt from SQLite below
         live_vids = np.fromiter((r[0] for r in self._db.execute("SELECT vid FROM items")), dtype=np.int64)
@@ -158,6 +275,8 @@ class EmbeddedIndex(VectorIndex):
             raise IndexError_("the same id appears twice in one add")
         with self._lock:
             with self._db:
+                self._db.execute("BEGIN IMMEDIATE")  # the write lock first, so no one commits between
+                self._catch_up()  # catching up and our insert: our new vids follow every vid we know
                 replaced = self._vids_of(ids)
                 if replaced:
                     self._db.executemany("DELETE FROM items WHERE id = ?", [(i,) for i in ids])
@@ -188,6 +307,8 @@ class EmbeddedIndex(VectorIndex):
         ids = list(ids)
         with self._lock:
             with self._db:
+                self._db.execute("BEGIN IMMEDIATE")
+                self._catch_up()
                 found = self._vids_of(ids)
                 self._db.executemany("DELETE FROM items WHERE id = ?", [(i,) for i in found])
             self._flush_pending()
@@ -223,7 +344,45 @@ class EmbeddedIndex(VectorIndex):
             found.update(rows)
         return found
 
+    def _is_ours(self, inner: faiss.Index) -> bool:
+        """Whether a checkpoint's structure is what these settings build (or their untrained staging)."""
+        if inner.d != self.settings.dim:
+            return False
+        # isinstance, not type equality: FAISS reads an IndexFlat back as IndexFlatIP or IndexFlatL2.
+        if self._stages and isinstance(inner, faiss.IndexFlat):
+            return inner.metric_type == faiss.METRIC_L2
+        expected = self._new_faiss()
+        return (
+            isinstance(inner, type(expected))
+            and isinstance(_core(inner), type(_core(expected)))
+            and inner.metric_type == expected.metric_type
+        )
+
+    def _writable(self) -> bool:
+        """FAISS aborts the process on a write to a mapped structure: copy the checkpoint into memory first.
+
+        Returns True when it had to rebuild from SQLite instead, which already added every committed vector
+        (no longer happens: see below; callers still handle it).
+        """
+        if not self._mapped:
+            return False
+        wrapper = faiss.read_index(str(self.path / FAISS_NAME))
+        inner = faiss.downcast_index(wrapper.index)
+        ids = faiss.vector_to_array(wrapper.id_map)
+        if not (inner.ntotal == self._faiss.ntotal and np.array_equal(ids, self._vids) and self._is_ours(inner)):
+            # Another process replaced the checkpoint since we mapped it (a server beside an ingest): copy the
+            # mapping itself into memory (FAISS serialises from it; ~14 ms per 5,000 64-d vectors) rather
+            # than rebuild the whole graph from SQLite while every query waits.
+            wrapper = faiss.deserialize_index(faiss.serialize_index(self._faiss_owner))
+            inner = faiss.downcast_index(wrapper.index)
+        self._faiss, self._faiss_owner, self._mapped = inner, wrapper, False
+        self._configure(inner)
+        return False
+
     def _append(self, vids: Sequence[int], vectors: np.ndarray) -> None:
+        """Add committed vectors (every caller passes rows that are in SQLite already)."""
+        if self._writable():
+            return
         self._faiss.add(self._for_faiss(vectors))
         self._vids = np.concatenate([self._vids, np.asarray(vids, dtype=np.int64)])
         self._live = np.concatenate([self._live, np.ones(len(vids), dtype=bool)])
@@ -232,7 +391,7 @@ class EmbeddedIndex(VectorIndex):
         """Add the vectors committed since the last flush to the FAISS structure."""
         if self._pending_vids:
             vids, vectors = self._pending_vids, np.concatenate(self._pending_vectors)
-            self._pending_vids, self._pending_vectors = [], []
+            self._pending_vids, self._pending_vectors, self._pending_cache = [], [], None
             self._append(vids, vectors)
 
     def _mark_dead(self, vids: Sequence[int]) -> None:
@@ -269,19 +428,56 @@ class EmbeddedIndex(VectorIndex):
             raise VectorSizeError("query vector has NaN or infinite values")
         conditions = filters.normalize(filter)
         with self._lock:
-            self._flush_pending()
+            self._catch_up()
+            if not (self._mapped or isinstance(_core(self._faiss), faiss.IndexHNSW)):
+                self._flush_pending()  # cheap to add to anything but a graph or a mapped (read-only) checkpoint
             allowed = self._allowed(conditions)
             n_allowed = int(allowed.sum())
-            if n_allowed == 0:
+            pending = self._search_pending(query, conditions, k)
+            if n_allowed == 0 and pending is None:
                 return []
-            k_eff = min(k, n_allowed)
-            brute = exact or self.settings.kind == "exact" or n_allowed < EXACT_SUBSET_FRACTION * allowed.size
-            distances, positions = (
-                self._exact(query, allowed, k_eff) if brute else self._approximate(query, allowed, k_eff)
-            )
-            if len(positions) < k_eff:  # the graph walk ran out before finding k matches
-                distances, positions = self._exact(query, allowed, k_eff)
-            return self._results(distances, positions)
+            distances, positions = np.zeros(0, dtype=np.float32), np.zeros(0, dtype=np.int64)
+            if n_allowed:
+                k_eff = min(k, n_allowed)
+                plain_flat = self.settings.kind == "exact" and not self.settings.is_lossy()
+                brute = exact or plain_flat or self._staging() or n_allowed < EXACT_SUBSET_FRACTION * allowed.size
+                distances, positions = (
+                    self._exact(query, allowed, k_eff) if brute else self._approximate(query, allowed, k_eff)
+                )
+                if len(positions) < k_eff:  # the graph walk ran out before finding k matches
+                    distances, positions = self._exact(query, allowed, k_eff)
+            vids = self._vids[positions]
+            if pending is not None:
+                distances, vids = np.concatenate([distances, pending[0]]), np.concatenate([vids, pending[1]])
+                larger_is_better = self._float_store().metric_type == faiss.METRIC_INNER_PRODUCT
+                order = np.argsort(-distances if larger_is_better else distances, kind="stable")[:k]
+                distances, vids = distances[order], vids[order]
+            return self._results(distances, vids)
+
+    def _search_pending(
+        self, query: np.ndarray, conditions: list[filters.Condition], k: int
+    ) -> tuple[np.ndarray, np.ndarray] | None:
+        """Brute force over the vectors committed but not yet in the graph: (raw distances, vids), or None.
+
+        Inserting vectors into an HNSW graph a few at a time costs milliseconds each (~10x more than in a
+        batch of GRAPH_BATCH), so a reader does not insert another process's every small commit before each
+        query; up to GRAPH_BATCH vectors are searched exactly instead (about a millisecond for 2,048)."""
+        if not self._pending_vids:
+            return None
+        vids = np.asarray(self._pending_vids, dtype=np.int64)
+        if self._pending_cache is None or self._pending_cache[0] != vids.size:
+            self._pending_cache = (vids.size, self._for_faiss(np.concatenate(self._pending_vectors)))
+        vectors = self._pending_cache[1]
+        if conditions:
+            where, params = filters.to_sql(conditions)
+            passing = self._db.execute(f"SELECT vid FROM items WHERE vid >= ? AND {where}", [int(vids[0]), *params])
+            keep = np.isin(vids, np.fromiter((r[0] for r in passing), dtype=np.int64))
+            vids, vectors = vids[keep], vectors[keep]
+            if not vids.size:
+                return None
+        metric = self._float_store().metric_type
+        distances, order = faiss.knn(self._for_faiss(query[None]), vectors, min(k, vids.size), metric=metric)
+        return distances[0], vids[order[0]]
 
     def _allowed(self, conditions: list[filters.Condition]) -> np.ndarray:
         """Mask over FAISS positions of live items that pass the filter."""
@@ -296,19 +492,58 @@ class EmbeddedIndex(VectorIndex):
         return mask & self._live
 
     def _approximate(self, query: np.ndarray, allowed: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        params = faiss.SearchParametersHNSW()
-        params.efSearch = max(self.settings.ef_search, 2 * k)
-        selector = None
+        core = _core(self._faiss)
+        params: Any
+        if isinstance(core, faiss.IndexHNSW):
+            params = faiss.SearchParametersHNSW()
+            ef = max(self.settings.ef_search, 2 * k * (max(self.settings.rerank, 1) if self.settings.is_lossy() else 1))
+            # Filtered-out nodes (dead copies of replaced items, or items a filter rejects) still fill the walk's
+            # candidate list: widen it by the share that passes, so as many *passing* candidates are weighed as
+            # in an unfiltered search (below EXACT_SUBSET_FRACTION the search is brute force instead).
+            passing = max(float(allowed.mean()), EXACT_SUBSET_FRACTION)
+            params.efSearch = int(min(ef / passing, MAX_EF_SEARCH))
+        elif isinstance(core, faiss.IndexIVF):
+            params = faiss.SearchParametersIVF()
+            params.nprobe = self.settings.nprobe
+        else:
+            params = faiss.SearchParameters()
+        keep_alive = [params]  # SWIG holds raw pointers: the Python objects must outlive the search
         if not allowed.all():
             selector = faiss.IDSelectorBitmap(np.packbits(allowed, bitorder="little"))
             params.sel = selector
-        distances, labels = self._faiss.search(self._for_faiss(query[None]), k, params=params)
+            keep_alive.append(selector)
+        if self.settings.reduce_dim:
+            outer = faiss.SearchParametersPreTransform()
+            outer.index_params = params
+            params = outer
+            keep_alive.append(params)
+        searched = self._faiss
+        if isinstance(searched, faiss.IndexRefine) and self.settings.rerank == 0:
+            # No re-scoring: the quantized distances are the scores, and a query never reads the float store,
+            # so the resident memory is the codes and the graph or lists alone.
+            searched = faiss.downcast_index(searched.base_index)
+        elif isinstance(searched, faiss.IndexRefine):
+            outer = faiss.IndexRefineSearchParameters()
+            outer.k_factor = float(self.settings.rerank)
+            outer.base_index_params = params
+            params = outer
+            keep_alive.append(params)
+        # One query's graph walk or list scan is too small to split: an OpenMP team costs more than it saves
+        # (IndexRefine over HNSW-SQ8, 1M vectors, busy 2-core machine: 7.5 ms with 2 threads, 1.6 ms with 1).
+        # omp_set_num_threads only changes the calling thread's setting, so restore it for builds.
+        threads = faiss.omp_get_max_threads()
+        faiss.omp_set_num_threads(1)
+        try:
+            distances, labels = searched.search(self._for_faiss(query[None]), k, params=params)
+        finally:
+            faiss.omp_set_num_threads(threads)
+        del keep_alive
         keep = labels[0] >= 0
         return distances[0][keep], labels[0][keep]
 
     def _exact(self, query: np.ndarray, allowed: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """Brute force: over the few matching vectors gathered, or over all with a bitmap when many match."""
-        storage = self._faiss if self.settings.kind == "exact" else faiss.downcast_index(self._faiss.storage)
+        storage = self._float_store()
         query = self._for_faiss(query[None])
         positions = np.flatnonzero(allowed)
         if positions.size <= EXACT_SUBSET_FRACTION * allowed.size:
@@ -323,8 +558,17 @@ class EmbeddedIndex(VectorIndex):
         keep = labels[0] >= 0
         return distances[0][keep], labels[0][keep]
 
-    def _results(self, distances: np.ndarray, positions: np.ndarray) -> list[SearchResult]:
-        vids = [int(v) for v in self._vids[positions]]
+    def _float_store(self) -> faiss.Index:
+        """The float vectors by position: the flat index itself, HNSW's storage, or the refine store."""
+        index = self._faiss
+        if isinstance(index, faiss.IndexRefine):
+            return faiss.downcast_index(index.refine_index)
+        if isinstance(index, faiss.IndexHNSW):
+            return faiss.downcast_index(index.storage)
+        return index
+
+    def _results(self, distances: np.ndarray, found: np.ndarray) -> list[SearchResult]:
+        vids = [int(v) for v in found]
         rows = {
             r[0]: r[1:]
             for r in self._db.execute(
@@ -352,7 +596,8 @@ class EmbeddedIndex(VectorIndex):
     def _distance(self, raw: float) -> float:
         """FAISS gives squared L2 or inner product; report Euclidean distance or 1 - cosine."""
         if self.settings.metric == "cosine":
-            return 1.0 - raw
+            # lossy structures compare unit vectors by squared L2, which is 2 - 2 cos
+            return raw / 2.0 if self.settings.is_lossy() else 1.0 - raw
         return float(np.sqrt(max(raw, 0.0)))
 
     def get(self, id: str, with_vector: bool = False) -> Item | None:
@@ -411,26 +656,41 @@ class EmbeddedIndex(VectorIndex):
     def stats(self) -> dict[str, Any]:
         """Counts worth showing in ``lookalike info``."""
         with self._lock:
+            self._catch_up()
             self._flush_pending()
-            return {
+            stats: dict[str, Any] = {
                 "items": self.count(),
                 "vectors_in_graph": int(self._faiss.ntotal),
                 "dead_vectors": int((~self._live).sum()),
             }
+            if self.settings.is_lossy():
+                stats |= {
+                    "structure": f"IndexRefineFlat({factory_string(self.settings)})",
+                    "trained": not self._staging(),
+                    "memory_mapped": self._mapped,
+                }
+            return stats
 
     # ----------------------------------------------------------------------------------- durability
     def save(self) -> None:
         """Write the FAISS checkpoint atomically (SQLite is already durable); compact first if worthwhile."""
         with self._lock:
             self._flush_pending()
+            self._train_if_ready()
             dead = int((~self._live).sum())
             if dead and dead > COMPACT_DEAD_FRACTION * max(len(self._live), 1):
                 self.compact()
             if not self._dirty and (self.path / FAISS_NAME).exists():
                 return
+            self._trim_tombstones()
             # IndexIDMap2 only wraps an empty index, so wrap a blank one and swap ours in: one file, one rename.
-            wrapper = faiss.IndexIDMap2(self._new_faiss())
+            # (IndexIDMap, not IndexIDMap2: the reverse map it would build on every open is never used.)
+            wrapper = faiss.IndexIDMap(faiss.IndexFlat(self.settings.dim))
+            # FAISS's SWIG layer hands ownership of an index assigned to a field over to the C++ side: take
+            # it back, or the structure is never freed (every compacting save leaked the previous one).
+            owned = self._faiss.this.own()
             wrapper.index, wrapper.ntotal = self._faiss, self._faiss.ntotal
+            self._faiss.this.own(owned)
             faiss.copy_array_to_vector(self._vids, wrapper.id_map)
             tmp = self.path / (FAISS_NAME + ".tmp")
             faiss.write_index(wrapper, str(tmp))
@@ -445,7 +705,54 @@ class EmbeddedIndex(VectorIndex):
             self._reset_faiss()  # pending vectors are in SQLite, so the rebuild includes them
             for batch in self._iter_vectors():
                 self._append([vid for vid, _ in batch], np.stack([vector for _, vector in batch]))
+            self._train_if_ready()
             self._dirty = True
+
+    def _train_if_ready(self) -> None:
+        """Staging float vectors -> the trained structure, once there are enough live ones to train on."""
+        if not self._staging() or int(self._live.sum()) < training_size(self.settings):
+            return
+        staging, total = self._faiss, int(self._faiss.ntotal)
+        live = np.flatnonzero(self._live)
+        sample = np.sort(np.random.default_rng(0).choice(live, size=min(TRAIN_SAMPLE, live.size), replace=False))
+        structure = self._new_faiss()
+        structure.train(staging.reconstruct_batch(sample))  # already unit vectors for cosine
+        base = faiss.downcast_index(structure.base_index)
+        for start in range(0, total, ADD_CHUNK):
+            base.add(staging.reconstruct_n(start, min(ADD_CHUNK, total - start)))
+        if self._faiss_owner is None and not self._mapped:
+            # The staging vectors become the float store as they are: no second copy of 4·d bytes a vector
+            # (5 GB at a million). The structure owns (and frees) it from now on.
+            staging.this.disown()
+            structure.refine_index = staging
+        else:  # staging belongs to a checkpoint's wrapper (or its memory map): copy it
+            store = faiss.downcast_index(structure.refine_index)
+            for start in range(0, total, ADD_CHUNK):
+                store.add(staging.reconstruct_n(start, min(ADD_CHUNK, total - start)))
+        structure.ntotal = base.ntotal
+        self._faiss, self._faiss_owner, self._mapped = structure, None, False
+        self._dirty = True
+
+    @classmethod
+    def rebuild(cls, path: str | Path, settings: IndexSettings) -> EmbeddedIndex:
+        """Give an index another search structure (kind, encoding, PCA, ...), built from the vectors in SQLite.
+
+        What the vectors are (dimension, metric, model) cannot change: that needs re-embedding.
+        """
+        settings.check()
+        with cls.open(path, mmap=True) as index:
+            old = index.settings
+        if (settings.dim, settings.metric, dict(settings.embedding)) != (old.dim, old.metric, dict(old.embedding)):
+            raise IndexError_("rebuild changes the structure only; dim, metric and model must stay as they are")
+        path = Path(path)
+        connection = _connect(path / SQLITE_NAME)
+        with connection:
+            connection.execute("UPDATE meta SET value = ? WHERE key = 'settings'", (json.dumps(asdict(settings)),))
+        connection.close()
+        (path / FAISS_NAME).unlink(missing_ok=True)
+        index = cls.open(path)
+        index.save()
+        return index
 
     def _iter_vectors(self, batch_size: int = 10_000) -> Iterator[list[tuple[int, np.ndarray]]]:
         last = -1
@@ -460,6 +767,83 @@ class EmbeddedIndex(VectorIndex):
             self.save()
             self._db.close()
 
+    # ----------------------------------------------------------------------------------- other processes
+    # Several processes may open one index (a server answering queries while ``lookalike index`` or
+    # ``lookalike delete`` writes). Each keeps its own FAISS structure, so before every read it asks SQLite
+    # whether another connection committed since it last looked (``PRAGMA data_version``: a counter in
+    # shared memory, about a microsecond) and, if so, catches up the way opening does: vids only grow, so new
+    # rows are those above the newest vid it knows, and deleted ones are listed in ``deleted_vids``.
+    def _mark_synced(self) -> None:
+        """Record SQLite's state as reflected in memory; call *before* reading that state (catching up twice
+        is harmless, missing a commit is not)."""
+        self._data_version = self._db.execute("PRAGMA data_version").fetchone()[0]
+        self._seen_delete = self._db.execute("SELECT COALESCE(MAX(seq), 0) FROM deleted_vids").fetchone()[0]
+
+    def _snapshot(self) -> contextlib.AbstractContextManager[None]:
+        """A read transaction: every SELECT inside sees one committed state (a no-op inside a transaction)."""
+        if self._db.in_transaction:
+            return contextlib.nullcontext()
+
+        @contextlib.contextmanager
+        def transaction() -> Iterator[None]:
+            self._db.execute("BEGIN")
+            try:
+                yield
+            finally:
+                self._db.execute("COMMIT")
+
+        return transaction()
+
+    def _newest_vid(self) -> int:
+        if self._pending_vids:
+            return int(self._pending_vids[-1])
+        return int(self._vids[-1]) if self._vids.size else 0
+
+    def _catch_up(self) -> None:
+        """Reflect what other processes committed since we last looked (nothing to do: one PRAGMA)."""
+        version = self._db.execute("PRAGMA data_version").fetchone()[0]
+        if version == self._data_version:
+            return
+        with self._snapshot():
+            rows = self._db.execute(
+                "SELECT vid, vector FROM items WHERE vid > ? ORDER BY vid", (self._newest_vid(),)
+            ).fetchall()
+            if rows:
+                self._pending_vids += [r[0] for r in rows]
+                self._pending_vectors.append(np.stack([self._from_blob(r[1]) for r in rows]))
+                self._dirty = True
+            oldest, newest = self._db.execute("SELECT MIN(seq), MAX(seq) FROM deleted_vids").fetchone()
+            if newest is not None and newest > self._seen_delete:
+                if oldest > self._seen_delete + 1:  # the log was trimmed past us: compare with every vid
+                    live = np.fromiter((r[0] for r in self._db.execute("SELECT vid FROM items")), np.int64)
+                    known = np.concatenate([self._vids, np.asarray(self._pending_vids, dtype=np.int64)])
+                    dead = known[~np.isin(known, live)]
+                else:
+                    logged = self._db.execute("SELECT vid FROM deleted_vids WHERE seq > ?", (self._seen_delete,))
+                    dead = np.fromiter((r[0] for r in logged), np.int64)
+                self._drop_pending(dead)
+                self._mark_dead(dead.tolist())
+                self._seen_delete = newest
+                self._dirty = True
+            if len(self._pending_vids) >= GRAPH_BATCH:
+                self._flush_pending()
+            self._data_version = version
+
+    def _drop_pending(self, dead: np.ndarray) -> None:
+        """Forget pending vectors that were deleted before they reached the graph."""
+        vids = np.asarray(self._pending_vids, dtype=np.int64)
+        keep = ~np.isin(vids, dead)
+        if not keep.all():
+            vectors = np.concatenate(self._pending_vectors)[keep]
+            self._pending_vids, self._pending_cache = vids[keep].tolist(), None
+            self._pending_vectors = [vectors] if len(vectors) else []
+
+    def _trim_tombstones(self) -> None:
+        oldest, newest = self._db.execute("SELECT MIN(seq), MAX(seq) FROM deleted_vids").fetchone()
+        if newest is not None and newest - oldest >= 2 * TOMBSTONES_KEPT:
+            with self._db:
+                self._db.execute("DELETE FROM deleted_vids WHERE seq <= ?", (newest - TOMBSTONES_KEPT,))
+
 
 def _metadata_json(item: Item) -> str:
     """Metadata as strict JSON: NaN or Infinity would be stored as text SQLite's JSON functions reject, which
@@ -471,7 +855,8 @@ def _metadata_json(item: Item) -> str:
 
 
 def _connect(path: Path) -> sqlite3.Connection:
-    connection = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+    # A generous busy timeout: a writer waits for another writer's transaction (WAL readers never wait).
+    connection = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=60.0)
     connection.isolation_level = "DEFERRED"
     connection.execute("PRAGMA journal_mode=WAL")
     connection.execute("PRAGMA synchronous=NORMAL")

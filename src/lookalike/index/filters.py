@@ -23,6 +23,10 @@ Scalar = str | int | float | bool
 RANGE_OPERATORS = {"gt": ">", "gte": ">=", "lt": "<", "lte": "<="}
 _FIELD = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\- ]{0,127}$")
 _EXPRESSION = re.compile(r"^\s*([^=<>!]+?)\s*(>=|<=|>|<|=)\s*(.*?)\s*$")
+# Bounds on what a client can ask for: every backend turns a filter into one query expression, and SQLite
+# refuses expression trees deeper than 1000 (20,000 ANDed fields were a 500 before this limit).
+MAX_FIELDS = 64
+MAX_VALUES = 1000
 
 
 @dataclass(frozen=True)
@@ -41,6 +45,8 @@ def normalize(filter: Mapping[str, Any] | None) -> list[Condition]:
         return []
     if not isinstance(filter, Mapping):
         raise FilterError(f"a filter must be an object mapping field to value, got {type(filter).__name__}")
+    if len(filter) > MAX_FIELDS:
+        raise FilterError(f"a filter may test at most {MAX_FIELDS} fields, got {len(filter):,}")
     conditions = []
     for field, condition in filter.items():
         if not isinstance(field, str) or not _FIELD.match(field):
@@ -55,6 +61,8 @@ def _condition(field: str, condition: Any) -> Condition:
     if isinstance(condition, list | tuple):
         if not condition or not all(_is_scalar(value) for value in condition):
             raise FilterError(f"filter on {field!r}: a one-of list needs one or more plain values")
+        if len(condition) > MAX_VALUES:
+            raise FilterError(f"filter on {field!r}: a one-of list may hold at most {MAX_VALUES} values")
         return Condition(field, "in", tuple(condition))
     if isinstance(condition, Mapping):
         unknown = set(condition) - set(RANGE_OPERATORS)

@@ -45,14 +45,22 @@ import uuid
 import warnings
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager, suppress
-from dataclasses import asdict
 from typing import Any
 
 import numpy as np
 
 from lookalike.errors import FilterError, IndexError_, VectorSizeError
 from lookalike.index import filters
-from lookalike.index.base import Filter, IndexSettings, Item, SearchResult, VectorIndex, score_from_distance
+from lookalike.index.base import (
+    Filter,
+    IndexSettings,
+    Item,
+    SearchResult,
+    VectorIndex,
+    refuse_unsupported,
+    score_from_distance,
+    server_record,
+)
 
 try:
     with warnings.catch_warnings():
@@ -121,8 +129,9 @@ class MilvusIndex(VectorIndex):
             raise IndexError_(f"unknown metric {settings.metric!r}; choose l2 or cosine")
         if settings.kind not in ("exact", "hnsw"):
             raise IndexError_(f"unknown index kind {settings.kind!r}; choose exact or hnsw")
+        refuse_unsupported(settings, "Milvus")  # quantization, PCA: embedded-only settings
         consistency = _consistency(connection)
-        description = json.dumps({"lookalike": {"format": FORMAT, "settings": asdict(settings)}}, sort_keys=True)
+        description = json.dumps({"lookalike": {"format": FORMAT, "settings": server_record(settings)}}, sort_keys=True)
         alias = _connect(uri, connection)
         created = False
         try:

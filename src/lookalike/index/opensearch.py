@@ -49,7 +49,7 @@ import json
 import math
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field, fields
 from typing import Any, Literal
 from urllib.parse import parse_qs, unquote, urlsplit
 
@@ -57,7 +57,16 @@ import numpy as np
 
 from lookalike.errors import IndexError_, VectorSizeError
 from lookalike.index import filters
-from lookalike.index.base import Filter, IndexSettings, Item, SearchResult, VectorIndex, score_from_distance
+from lookalike.index.base import (
+    Filter,
+    IndexSettings,
+    Item,
+    SearchResult,
+    VectorIndex,
+    refuse_unsupported,
+    score_from_distance,
+    server_record,
+)
 
 try:
     from opensearchpy.exceptions import ConnectionError as _Unreachable
@@ -236,6 +245,7 @@ class OpenSearchIndex(VectorIndex):
             raise VectorSizeError(f"an OpenSearch index needs a dimension from 1 to {MAX_DIM}, got {settings.dim}")
         if settings.metric not in SPACE_TYPES:
             raise IndexError_(f"metric must be one of {', '.join(SPACE_TYPES)}, got {settings.metric!r}")
+        refuse_unsupported(settings, "OpenSearch")  # quantization, IVF, PCA: embedded-only settings
         where = config.describe()
         with _connection(config, client) as (connection, owns):
             if _call(where, name, "check for an existing index", connection.indices.exists, index=name):
@@ -604,7 +614,7 @@ def index_body(settings: IndexSettings, engine: Engine) -> dict[str, Any]:
     return {
         "settings": {"index": {"knn": True, "knn.algo_param.ef_search": settings.ef_search, "refresh_interval": "1s"}},
         "mappings": {
-            "_meta": {"lookalike": {"format": META_FORMAT, "engine": engine, "settings": asdict(settings)}},
+            "_meta": {"lookalike": {"format": META_FORMAT, "engine": engine, "settings": server_record(settings)}},
             "date_detection": False,  # a date-like string stays a keyword, equal only to itself
             "dynamic_templates": [
                 {name: {"path_match": "metadata.*", "match_mapping_type": json_type, "mapping": mapping}}
