@@ -222,6 +222,22 @@ def test_rebuild_changes_the_structure_from_sqlite(tmp_path, data):
         EmbeddedIndex.rebuild(tmp_path / "ix", replace(settings, metric="l2"))
 
 
+def test_rebuild_of_query_time_settings_keeps_the_structure(tmp_path, data):
+    vectors, queries = data
+    settings = IndexSettings(dim=DIM, **SETTINGS["ivf-sq8"])
+    with EmbeddedIndex.create(tmp_path / "ix", settings) as index:
+        index.add(items(vectors[:1500]))
+    checkpoint = tmp_path / "ix" / "vectors.faiss"
+    written = checkpoint.stat().st_mtime_ns
+    wider = replace(settings, nprobe=16, rerank=3)
+    with EmbeddedIndex.rebuild(tmp_path / "ix", wider) as changed:
+        assert changed.settings == wider and changed.stats()["trained"] is True
+        assert checkpoint.stat().st_mtime_ns == written  # neither retrained nor rewritten
+        assert recall(changed, queries[:20]) >= RECALL_FLOOR
+    with EmbeddedIndex.rebuild(tmp_path / "ix", replace(wider, ivf_lists=32)) as rebuilt:
+        assert checkpoint.stat().st_mtime_ns != written and rebuilt.count() == 1500
+
+
 def test_l2_metric_with_quantization(tmp_path, data):
     vectors, queries = data
     settings = IndexSettings(dim=DIM, metric="l2", **SETTINGS["hnsw-sq8"])

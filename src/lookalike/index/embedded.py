@@ -115,6 +115,15 @@ def training_size(settings: IndexSettings) -> int:
     return need
 
 
+QUERY_TIME_SETTINGS = ("ef_search", "nprobe", "rerank")
+"""Settings read at query time only: ``rebuild`` changes them without touching the structure."""
+
+
+def structure_of(settings: IndexSettings) -> dict[str, Any]:
+    """The settings that make the FAISS structure what it is (all but the query-time ones)."""
+    return {key: value for key, value in asdict(settings).items() if key not in QUERY_TIME_SETTINGS}
+
+
 def _core(index: faiss.Index) -> faiss.Index:
     """The structure under the refine and PCA wrappers (where HNSW or IVF parameters live)."""
     index = faiss.downcast_index(index)
@@ -745,11 +754,13 @@ class EmbeddedIndex(VectorIndex):
         if (settings.dim, settings.metric, dict(settings.embedding)) != (old.dim, old.metric, dict(old.embedding)):
             raise IndexError_("rebuild changes the structure only; dim, metric and model must stay as they are")
         path = Path(path)
+        structure_kept = structure_of(settings) == structure_of(old)
         connection = _connect(path / SQLITE_NAME)
         with connection:
             connection.execute("UPDATE meta SET value = ? WHERE key = 'settings'", (json.dumps(asdict(settings)),))
         connection.close()
-        (path / FAISS_NAME).unlink(missing_ok=True)
+        if not structure_kept:  # only query-time parameters changed: the checkpoint stays as it is
+            (path / FAISS_NAME).unlink(missing_ok=True)
         index = cls.open(path)
         index.save()
         return index
