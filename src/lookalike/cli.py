@@ -287,7 +287,9 @@ def serve_command(
 
     from lookalike.api import create_app
     from lookalike.catalog import open_catalog
+    from lookalike.malloc import limit_arenas
 
+    limit_arenas()  # before the request and OpenMP threads exist (see lookalike.malloc)
     catalog = open_catalog(_target(index, backend, url, name))
     typer.echo(f"serving {catalog.index.count()} items ({catalog.embedder.name}) on http://{host}:{port}/")
     try:
