@@ -9,9 +9,9 @@
    rotating set of 40 ids, so the catalogue size stays fixed and memory has no reason to grow.
 3. Samples the server's resident memory (RSS) every second and fits a line to the second half of the run.
    The server saves its index every 10 s (``SAVE_SECONDS``; 30 by default, ``SOAK_SAVE_SECONDS`` here), which
-   compacts the replaced vectors away once they are a quarter of the index, so the adds have no reason to grow memory either: the whole
-   slope counts. (What the adds would hold without compaction, dim x 4 + 256 bytes each, is reported
-   beside it for comparison.)
+   compacts the replaced vectors away once they are a quarter of the index, so the adds have no reason to
+   grow memory either: the whole slope counts. (What the adds would hold without compaction, dim x 4 + 256
+   bytes each, is reported beside it for comparison.)
 
 Prints requests, errors, p50/p95/p99 per kind, RSS at start and end and the second-half slope, and the
 machine; writes ``bench/results/soak.json``. Exits 1 if any request failed (a non-2xx answer, a transport
