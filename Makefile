@@ -33,14 +33,19 @@ lint: install
 	$(VENV)/bin/ruff format --check .
 
 # Every table and figure of docs/benchmarks.md (about 60 minutes on 2 cores; bench-quick: a smaller run).
-bench: install
+# Fashion-MNIST (Debian's dataset-fashion-mnist) supplies real vectors for the million-vector benchmark.
+FASHION_MNIST := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
+$(FASHION_MNIST):
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dataset-fashion-mnist
+
+bench: install $(FASHION_MNIST)
 	$(PY) bench/bench_core.py
 	$(PY) bench/bench_scale.py
 	$(PY) bench/bench_stages.py
 	$(PY) bench/bench_quantize.py
 	$(PY) bench/plots.py
 
-bench-quick: install
+bench-quick: install $(FASHION_MNIST)
 	$(PY) bench/bench_core.py --quick
 	$(PY) bench/bench_scale.py --quick
 	$(PY) bench/bench_stages.py --quick

@@ -40,8 +40,12 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def start_server(index: str, port: int, threads: int) -> subprocess.Popen:
-    env = dict(os.environ, LOOKALIKE_THREADS=str(threads))
+def start_server(index: str, port: int, threads: int | None = None, **settings: str) -> subprocess.Popen:
+    """``lookalike serve`` on 127.0.0.1:``port``, once /health answers; ``settings`` become LOOKALIKE_* variables."""
+    env = dict(os.environ, **{f"LOOKALIKE_{key.upper()}": value for key, value in settings.items()})
+    if threads is not None:
+        env["LOOKALIKE_THREADS"] = str(threads)
+    env.pop("LOOKALIKE_RATE_LIMIT", None)  # the benchmarks measure the server, not the limiter
     server = subprocess.Popen(
         [str(BIN / "lookalike"), "serve", "--index", index, "--port", str(port), "--log-level", "warning"],
         env=env,

@@ -44,6 +44,7 @@ import numpy as np
 import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import bench_api
 from bench_api import free_port
 from bench_core import machine
 
@@ -121,21 +122,8 @@ def build_index(manifest: Path, index: Path) -> float:
 def start_server(index: Path, port: int) -> subprocess.Popen:
     # Saves (and compactions) every 10 s rather than the default 30, so a 60 s run sees several cycles of
     # dead vectors piling up and being compacted away, and its second half measures the steady state.
-    env = dict(os.environ, LOOKALIKE_API_KEY=API_KEY, LOOKALIKE_SAVE_SECONDS=os.environ.get("SOAK_SAVE_SECONDS", "10"))
-    env.pop("LOOKALIKE_RATE_LIMIT", None)  # the soak measures the server, not the limiter
-    server = subprocess.Popen(
-        [str(BIN / "lookalike"), "serve", "--index", str(index), "--port", str(port), "--log-level", "warning"],
-        env=env,
-    )
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200:
-                return server
-        except httpx.HTTPError:
-            time.sleep(0.2)
-    server.kill()
-    raise RuntimeError("the server did not start")
+    save_seconds = os.environ.get("SOAK_SAVE_SECONDS", "10")
+    return bench_api.start_server(str(index), port, api_key=API_KEY, save_seconds=save_seconds)
 
 
 class Load:
