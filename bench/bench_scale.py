@@ -20,6 +20,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shutil
@@ -128,9 +129,86 @@ def measure_child(index_dir: str, queries_path: str, count: int) -> None:
     index._db.close()  # no save: the measurement must not write
 
 
-def spawn(index_dir: Path, queries_path: Path, count: int) -> subprocess.Popen[str]:
+def spawn(index_dir: Path, queries_path: Path, count: int, cgroup: Path | None = None) -> subprocess.Popen[str]:
     command = [sys.executable, __file__, "--child", str(index_dir), str(queries_path), str(count)]
-    return subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+
+    def join_cgroup() -> None:  # in the child, before it runs anything: every page it touches is charged there
+        if cgroup is not None:
+            (cgroup / "cgroup.procs").write_text(str(os.getpid()))
+
+    return subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, preexec_fn=join_cgroup)
+
+
+def memory_cgroup(limit_mib: int) -> tuple[Path, Path]:
+    """A fresh memory cgroup (v2 or v1) capped at ``limit_mib``: (its folder, the file with its peak usage).
+
+    RSS alone overstates what a memory-mapped index needs: once the checkpoint is in the page cache (it was
+    just written), every page a query faults in brings its cached neighbours along. A cap is the honest test:
+    the kernel must evict to stay under it, so latency under the cap shows what fits in that much memory."""
+    name = f"lookalike-bench-{os.getpid()}"
+    v2 = Path("/sys/fs/cgroup")
+    if (v2 / "cgroup.controllers").is_file():
+        folder = v2 / name
+        folder.mkdir()
+        (folder / "memory.max").write_text(str(limit_mib * 2**20))
+        (folder / "memory.swap.max").write_text("0")
+        return folder, folder / "memory.peak"
+    folder = v2 / "memory" / name
+    try:
+        folder.mkdir()
+    except OSError as error:
+        raise SystemExit(f"cannot make a memory cgroup (needs root and cgroup v1 or v2): {error}") from error
+    (folder / "memory.limit_in_bytes").write_text(str(limit_mib * 2**20))
+    return folder, folder / "memory.max_usage_in_bytes"
+
+
+def evict_from_page_cache(index_dir: Path) -> None:
+    """Drop the index files' clean pages from the page cache, so the capped process pays for (and is charged
+    for) every page it reads, as a freshly booted server would."""
+    for name in (FAISS_NAME, SQLITE_NAME):
+        with open(index_dir / name, "rb") as handle:
+            os.posix_fadvise(handle.fileno(), 0, 0, os.POSIX_FADV_DONTNEED)
+
+
+def measure_capped(index_dir: Path, queries_path: Path, truth: np.ndarray, limit_mib: int) -> dict[str, Any]:
+    """The query run again, in a process confined to ``limit_mib`` of memory (page cache included)."""
+    folder, peak = memory_cgroup(limit_mib)
+    try:
+        evict_from_page_cache(index_dir)
+        child = spawn(index_dir, queries_path, QUERIES, cgroup=folder)
+        assert child.stdout is not None
+        line = child.stdout.readline()
+        if not line:
+            raise SystemExit(f"the capped measuring process for {index_dir} failed (out of memory?)")
+        output = json.loads(line)
+        memory = memory_of(child.pid)
+        peak_mib = int(peak.read_text()) / 2**20
+        child.communicate("")
+    finally:
+        with contextlib.suppress(OSError):
+            folder.rmdir()
+    return {
+        "limit_mib": limit_mib,
+        "peak_mib": round(peak_mib, 1),
+        "open_s": round(output["open_s"], 3),
+        **score(output, truth),
+        **{key: round(value, 1) for key, value in memory.items()},
+        "sweep": [{"param": p["param"], "value": p["value"], **score(p, truth)} for p in output.get("sweep", [])],
+    }
+
+
+def capped(workdir: Path, report_path: Path, names: list[str], limit_mib: int) -> dict[str, Any]:
+    """Rebuild each named setting on a kept ``--workdir`` and measure it under a memory cap (``--capped``)."""
+    report = json.loads(report_path.read_text())
+    truth = ground_truth(workdir / "base.npy", workdir / "queries.npy")
+    dim = int(np.load(workdir / "queries.npy", mmap_mode="r").shape[1])
+    for name in names:
+        extra = settings_list(dim, report["quick"])[name]
+        EmbeddedIndex.rebuild(workdir / "index", IndexSettings(dim=dim, **extra)).close()
+        row = measure_capped(workdir / "index", workdir / "queries.npy", truth, limit_mib)
+        report["settings"][name]["capped"] = row
+        print(f"{name} under {limit_mib} MiB: {json.dumps({k: v for k, v in row.items() if k != 'sweep'})}")
+    return report
 
 
 def score(point: dict[str, Any], truth: np.ndarray) -> dict[str, Any]:
@@ -314,12 +392,19 @@ def main() -> None:
     parser.add_argument("--fashion", type=int, help="Fashion-MNIST images to embed (default all; --quick 10,000)")
     parser.add_argument("--clothing", type=int, help="clothing photos to embed (default all; --quick 1,000)")
     parser.add_argument("--rescore", metavar="WORKDIR", help="redo tables and plots of --out from a kept --workdir")
+    parser.add_argument(
+        "--capped", nargs="+", metavar="SETTING", help="with --rescore WORKDIR: rebuild and measure under --cap-mib"
+    )
+    parser.add_argument("--cap-mib", type=int, default=2048, help="memory cap for --capped (page cache included)")
     parser.add_argument("--child", nargs=3, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         measure_child(args.child[0], args.child[1], int(args.child[2]))
         return
     out = Path(args.out or ("bench/results/scale-quick.json" if args.quick else "bench/results/scale.json"))
+    if args.rescore and args.capped:
+        finish(capped(Path(args.rescore), out, args.capped, args.cap_mib), out, args)
+        return
     if args.rescore:
         finish(rescore(Path(args.rescore), out), out, args)
         return
@@ -441,6 +526,21 @@ def markdown(report: dict[str, Any]) -> str:
                 lines.append(
                     f"| {name} | {point['param']} = {point['value']} | {point['p50_ms']:.2f} / "
                     f"{point['p99_ms']:.2f} ms | {point['recall@10']:.3f} |"
+                )
+    capped_rows = {name: row["capped"] for name, row in report["settings"].items() if "capped" in row}
+    if capped_rows:
+        lines += [
+            "",
+            "| setting, in a process capped at | query parameter | peak memory (page cache included) | p50 / p99 | "
+            "recall@10 |",
+            "| --- | --- | --- | --- | --- |",
+        ]
+        for name, row in capped_rows.items():
+            for point in row["sweep"]:
+                parameter = f"{point['param']} = {point['value']}" if point["param"] else "-"
+                lines.append(
+                    f"| {name}, {row['limit_mib']:,} MiB | {parameter} | {row['peak_mib']:,.0f} MiB | "
+                    f"{point['p50_ms']:.2f} / {point['p99_ms']:.2f} ms | {point['recall@10']:.3f} |"
                 )
     pair = next((row for row in report["settings"].values() if "two_processes" in row), None)
     if pair:
