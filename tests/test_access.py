@@ -254,3 +254,13 @@ def test_a_writing_server_saves_as_often_as_configured(
         assert client.post("/api/search", files={"image": ("a.png", PHOTO)}).is_success  # reads never save
         assert client.delete("/api/items/s", headers=key).is_success
     assert len(calls) == saves
+
+
+@pytest.mark.parametrize(("value", "expected"), [(None, 30.0), ("off", None), ("", None), ("12.5", 12.5)])
+def test_save_seconds_defaults_to_30_and_off_turns_it_off(monkeypatch, value, expected) -> None:
+    from lookalike.config import Settings
+
+    monkeypatch.delenv("LOOKALIKE_SAVE_SECONDS", raising=False)
+    if value is not None:
+        monkeypatch.setenv("LOOKALIKE_SAVE_SECONDS", value)
+    assert Settings().save_seconds == expected

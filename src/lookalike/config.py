@@ -60,6 +60,14 @@ class Settings(BaseSettings):
     compacted away once they are a quarter) after a write at most this often. ``None``: only at shutdown, so
     each replace or delete keeps one dead vector in memory until then."""
 
+    @field_validator("save_seconds", mode="before")
+    @classmethod
+    def _optional_seconds(cls, value: object) -> object:
+        """``SAVE_SECONDS=off`` (or none, or empty): save only at shutdown."""
+        if isinstance(value, str) and value.strip().lower() in ("", "off", "none"):
+            return None
+        return value
+
     @field_validator("rate_limit")
     @classmethod
     def _valid_rate(cls, value: str | None) -> str | None:
