@@ -437,10 +437,11 @@ def main() -> None:
                 structure_s = 0.0 if name == "exact float" else time.perf_counter() - started
                 # A setting that differs from the one before only in query-time parameters reuses its
                 # structure (rebuild keeps it): report the time that structure took to build.
-                same = built.get(json.dumps(structure_of(wanted), sort_keys=True, default=str))
+                structure = json.dumps(structure_of(wanted), sort_keys=True, default=str)
+                same = built.get(structure)
                 if same in report["settings"]:
                     structure_s = report["settings"][same]["structure_build_s"]
-                built[json.dumps(structure_of(wanted), sort_keys=True, default=str)] = name
+                built[structure] = name
                 count = EXACT_QUERIES if extra.get("kind") == "exact" and not extra.get("encoding") else QUERIES
                 row = {
                     "settings": extra,

@@ -50,7 +50,8 @@ def load(cache_dir: Path, threads: int = 0, calibration: Calibration | None = No
     fp32 = cached_export(
         cache_dir, f"{efficientnet.NAME}-{digest}", efficientnet._build, preprocessing.mean, preprocessing.std
     )
-    path = cached_int8(fp32, calibration or default_calibration)
+    reduced = needs_reduced_range()  # read the CPU's flags once
+    path = cached_int8(fp32, calibration or default_calibration, reduced)
     return Embedder(
         NAME,
         path,
@@ -60,30 +61,28 @@ def load(cache_dir: Path, threads: int = 0, calibration: Calibration | None = No
         extra={
             "weights": file_digest(path),
             "fp32_weights": digest,
-            "calibration": path.stem.rsplit(_marker(), 1)[1],
-            "quantization": RECIPE_REDUCED if _reduced() else RECIPE,
+            "calibration": path.stem.rsplit(_marker(reduced), 1)[1],
+            "quantization": RECIPE_REDUCED if reduced else RECIPE,
         },
     )
 
 
-def _reduced() -> bool:
-    return needs_reduced_range()
-
-
-def _marker() -> str:
+def _marker(reduced: bool | None = None) -> str:
     """Part of the cached file's name: recipe version, and ``r`` for 7-bit weights (x86 without VNNI), so a
-    file made for one kind of CPU is never picked up on the other (their vectors differ)."""
-    return f"-int8-q{QUANT_VERSION}{'r' if _reduced() else ''}-"
+    file made for one kind of CPU is never picked up on the other (their vectors differ). ``None``: this CPU."""
+    reduced = needs_reduced_range() if reduced is None else reduced
+    return f"-int8-q{QUANT_VERSION}{'r' if reduced else ''}-"
 
 
-def cached_int8(fp32: Path, calibration: Calibration) -> Path:
-    """The cached int8 file for the fp32 export ``fp32``, built with ``calibration()`` if there is none."""
-    prefix = f"{fp32.stem}{_marker()}"
+def cached_int8(fp32: Path, calibration: Calibration, reduced: bool) -> Path:
+    """The cached int8 file for the fp32 export ``fp32``, built with ``calibration()`` if there is none
+    (``reduced``: with 7-bit weights)."""
+    prefix = f"{fp32.stem}{_marker(reduced)}"
     existing = sorted(fp32.parent.glob(f"{prefix}*.onnx"))
     if existing:
         return existing[0]
     tag, batches = calibration()
-    return quantize_int8(fp32, fp32.parent / f"{prefix}{tag}.onnx", batches, reduce_range=_reduced())
+    return quantize_int8(fp32, fp32.parent / f"{prefix}{tag}.onnx", batches, reduce_range=reduced)
 
 
 def default_calibration(count: int = CALIBRATION_IMAGES, batch: int = 20) -> tuple[str, Iterable[np.ndarray]]:

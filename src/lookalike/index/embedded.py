@@ -367,14 +367,10 @@ class EmbeddedIndex(VectorIndex):
             and inner.metric_type == expected.metric_type
         )
 
-    def _writable(self) -> bool:
-        """FAISS aborts the process on a write to a mapped structure: copy the checkpoint into memory first.
-
-        Returns True when it had to rebuild from SQLite instead, which already added every committed vector
-        (no longer happens: see below; callers still handle it).
-        """
+    def _make_writable(self) -> None:
+        """FAISS aborts the process on a write to a mapped structure: copy the checkpoint into memory first."""
         if not self._mapped:
-            return False
+            return
         wrapper = faiss.read_index(str(self.path / FAISS_NAME))
         inner = faiss.downcast_index(wrapper.index)
         ids = faiss.vector_to_array(wrapper.id_map)
@@ -386,12 +382,10 @@ class EmbeddedIndex(VectorIndex):
             inner = faiss.downcast_index(wrapper.index)
         self._faiss, self._faiss_owner, self._mapped = inner, wrapper, False
         self._configure(inner)
-        return False
 
     def _append(self, vids: Sequence[int], vectors: np.ndarray) -> None:
         """Add committed vectors (every caller passes rows that are in SQLite already)."""
-        if self._writable():
-            return
+        self._make_writable()
         self._faiss.add(self._for_faiss(vectors))
         self._vids = np.concatenate([self._vids, np.asarray(vids, dtype=np.int64)])
         self._live = np.concatenate([self._live, np.ones(len(vids), dtype=bool)])
@@ -451,7 +445,7 @@ class EmbeddedIndex(VectorIndex):
                 plain_flat = self.settings.kind == "exact" and not self.settings.is_lossy()
                 brute = exact or plain_flat or self._staging() or n_allowed < EXACT_SUBSET_FRACTION * allowed.size
                 distances, positions = (
-                    self._exact(query, allowed, k_eff) if brute else self._approximate(query, allowed, k_eff)
+                    self._exact(query, allowed, k_eff) if brute else self._approximate(query, allowed, n_allowed, k_eff)
                 )
                 if len(positions) < k_eff:  # the graph walk ran out before finding k matches
                     distances, positions = self._exact(query, allowed, k_eff)
@@ -500,7 +494,11 @@ class EmbeddedIndex(VectorIndex):
         mask[self._positions(np.sort(vids))] = True
         return mask & self._live
 
-    def _approximate(self, query: np.ndarray, allowed: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    def _approximate(
+        self, query: np.ndarray, allowed: np.ndarray, n_allowed: int, k: int
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """``n_allowed`` is ``allowed.sum()``, which the caller has: another pass over a million-entry mask
+        costs about 0.6 ms, a fifth of a query."""
         core = _core(self._faiss)
         params: Any
         if isinstance(core, faiss.IndexHNSW):
@@ -509,7 +507,7 @@ class EmbeddedIndex(VectorIndex):
             # Filtered-out nodes (dead copies of replaced items, or items a filter rejects) still fill the walk's
             # candidate list: widen it by the share that passes, so as many *passing* candidates are weighed as
             # in an unfiltered search (below EXACT_SUBSET_FRACTION the search is brute force instead).
-            passing = max(float(allowed.mean()), EXACT_SUBSET_FRACTION)
+            passing = max(n_allowed / allowed.size, EXACT_SUBSET_FRACTION)
             params.efSearch = int(min(ef / passing, MAX_EF_SEARCH))
         elif isinstance(core, faiss.IndexIVF):
             params = faiss.SearchParametersIVF()
@@ -517,7 +515,7 @@ class EmbeddedIndex(VectorIndex):
         else:
             params = faiss.SearchParameters()
         keep_alive = [params]  # SWIG holds raw pointers: the Python objects must outlive the search
-        if not allowed.all():
+        if n_allowed < allowed.size:
             selector = faiss.IDSelectorBitmap(np.packbits(allowed, bitorder="little"))
             params.sel = selector
             keep_alive.append(selector)
