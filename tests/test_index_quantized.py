@@ -31,6 +31,12 @@ SETTINGS = {
     "ivf-pq": dict(kind="ivf", encoding="pq", ivf_lists=16, nprobe=6, pq_m=16, pq_bits=4, rerank=8),
     "hnsw-sq8-no-rescoring": dict(kind="hnsw", encoding="sq8", hnsw_m=16, ef_construction=80, ef_search=64, rerank=0),
     "pca-hnsw": dict(kind="hnsw", reduce_dim=32, hnsw_m=16, ef_construction=80, ef_search=64, rerank=4),
+    "pca-hnsw-sq8-sq8-store": dict(
+        kind="hnsw", reduce_dim=32, encoding="sq8", hnsw_m=16, ef_construction=80, rerank=4, rerank_encoding="sq8"
+    ),
+    "ivf-pq-fp16-store": dict(
+        kind="ivf", encoding="pq", ivf_lists=16, nprobe=6, pq_m=16, pq_bits=4, rerank=8, rerank_encoding="fp16"
+    ),
 }
 
 
@@ -172,6 +178,8 @@ def test_incremental_index_trains_at_the_checkpoint_that_has_enough(tmp_path, da
         (dict(rerank=-1), "rerank"),
         (dict(encoding="pq", pq_m=8, pq_bits=12), "pq_bits"),
         (dict(metric="dot"), "metric"),
+        (dict(encoding="sq8", rerank_encoding="pq"), "rerank_encoding"),
+        (dict(kind="hnsw", rerank_encoding="sq8"), "rerank_encoding needs a lossy structure"),
     ],
 )
 def test_bad_settings_are_refused_by_name(tmp_path, change, named):
@@ -285,3 +293,41 @@ def test_server_backends_record_only_what_they_honour():
     record = server_record(IndexSettings(dim=8, embedding={"model": "m"}))
     assert set(record) == set(SERVER_FIELDS) and record["embedding"] == {"model": "m"}
     assert IndexSettings(**record) == IndexSettings(dim=8, embedding={"model": "m"})  # reopens with the defaults
+
+
+def test_a_quantized_rescoring_store_shrinks_the_checkpoint_and_keeps_exact_scores(tmp_path, data):
+    """``rerank_encoding="sq8"`` stores d bytes a vector instead of 4·d; the final k are re-scored from SQLite."""
+    vectors, queries = data
+    float_store = IndexSettings(dim=DIM, kind="hnsw", encoding="sq8", hnsw_m=16, ef_construction=80, rerank=3)
+    with EmbeddedIndex.create(tmp_path / "float", float_store) as index:
+        index.add(items(vectors))
+    sq8_store = replace(float_store, rerank_encoding="sq8")
+    with EmbeddedIndex.create(tmp_path / "sq8", sq8_store) as index:
+        index.add(items(vectors))
+    sizes = {name: (tmp_path / name / "vectors.faiss").stat().st_size for name in ("float", "sq8")}
+    assert sizes["float"] - sizes["sq8"] == pytest.approx(3 * DIM * N, rel=0.02)  # 4 bytes a value -> 1
+    with EmbeddedIndex.open(tmp_path / "sq8") as index:
+        assert index.stats()["structure"] == "IndexRefine(HNSW16,SQ8; store SQ8)"
+        for query in queries[:10]:
+            hits = index.search(query, 10)
+            true = vectors[[int(hit.id.split("-")[1]) for hit in hits]]
+            cosines = true @ query / np.linalg.norm(true, axis=1) / np.linalg.norm(query)
+            np.testing.assert_allclose([hit.score for hit in hits], cosines, atol=1e-5)  # float, not 8-bit, scores
+            assert [hit.score for hit in hits] == sorted((hit.score for hit in hits), reverse=True)
+        assert recall(index, queries) >= RECALL_FLOOR
+
+
+def test_rebuild_swaps_the_rescoring_store(tmp_path, data):
+    """The store's encoding is part of the structure: a checkpoint with a float store is not reused for sq8."""
+    vectors, queries = data
+    settings = IndexSettings(dim=DIM, **SETTINGS["hnsw-sq8"])
+    with EmbeddedIndex.create(tmp_path / "ix", settings) as index:
+        index.add(items(vectors))
+    before = (tmp_path / "ix" / "vectors.faiss").stat().st_size
+    with EmbeddedIndex.rebuild(tmp_path / "ix", replace(settings, rerank_encoding="sq8")) as rebuilt:
+        assert rebuilt.stats()["structure"].endswith("store SQ8)")
+        assert recall(rebuilt, queries[:20]) >= RECALL_FLOOR
+    assert (tmp_path / "ix" / "vectors.faiss").stat().st_size < before - 2 * DIM * N
+    with EmbeddedIndex.rebuild(tmp_path / "ix", settings) as back:
+        assert back.stats()["structure"] == "IndexRefineFlat(HNSW16,SQ8)"
+        assert [r.id for r in back.search(queries[0], 10, exact=True)] == brute_force_ids(vectors, queries[0])

@@ -69,6 +69,9 @@ def index_command(
     nprobe: Annotated[int, typer.Option(help="IVF cells a query visits, with --kind ivf")] = 16,
     reduce_dim: Annotated[int, typer.Option(help="PCA to this many dimensions first (0 = off; new index)")] = 0,
     rerank: Annotated[int, typer.Option(help="Quantized settings re-score rerank*k candidates with floats")] = 1,
+    rerank_encoding: Annotated[
+        str, typer.Option(help="How the re-scoring store keeps vectors: none (float32), fp16 or sq8 (new index)")
+    ] = "none",
     batch_size: Annotated[int, typer.Option(min=1, max=1024)] = 32,
     workers: Annotated[int, typer.Option(min=1, max=64, help="Decode threads")] = 2,
     force: Annotated[bool, typer.Option(help="Re-embed items even if already indexed")] = False,
@@ -89,7 +92,7 @@ def index_command(
     if metric not in ("cosine", "l2") or kind not in ("hnsw", "exact", "ivf"):
         raise LookalikeError(f"--metric must be cosine or l2 and --kind hnsw, ivf or exact, got {metric}, {kind}")
     structure = {"encoding": encoding, "pq_m": pq_m, "ivf_lists": ivf_lists, "nprobe": nprobe}
-    structure |= {"reduce_dim": reduce_dim, "rerank": rerank}
+    structure |= {"reduce_dim": reduce_dim, "rerank": rerank, "rerank_encoding": rerank_encoding}
     target = _target(index, backend, url, name)
     items = open_source(source)
     catalog = open_or_create_catalog(target, model, metric, kind, structure=structure)  # type: ignore[arg-type]
@@ -200,6 +203,7 @@ def info_command(
                     **({"pq_m": settings.pq_m, "pq_bits": settings.pq_bits} if settings.encoding == "pq" else {}),
                     "reduce_dim": settings.reduce_dim,
                     "rerank": settings.rerank,
+                    "rerank_encoding": settings.rerank_encoding,
                 }
                 if settings.is_lossy()
                 else {}

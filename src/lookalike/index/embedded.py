@@ -85,6 +85,10 @@ TRAIN_SAMPLE = 100_000
 SQ ranges and PCA are stable well before (training on 100,000 1280-d vectors: ~1 min on 2 cores for IVF1024)."""
 ADD_CHUNK = 50_000
 MMAP_FLAGS = faiss.IO_FLAG_MMAP_IFC | faiss.IO_FLAG_READ_ONLY
+STORE_RECHECK = 3
+"""Brute force over a quantized re-scoring store hands this many times k candidates to the float check."""
+STORE_QUANTIZERS = {"fp16": faiss.ScalarQuantizer.QT_fp16, "sq8": faiss.ScalarQuantizer.QT_8bit}
+"""The re-scoring store's codes for ``rerank_encoding`` ("none" is ``IndexRefineFlat``'s float store)."""
 
 
 def factory_string(settings: IndexSettings) -> str:
@@ -98,6 +102,14 @@ def factory_string(settings: IndexSettings) -> str:
     else:
         parts.append(f"IVF{settings.ivf_lists},{code[settings.encoding]}")
     return ",".join(parts)
+
+
+def structure_name(settings: IndexSettings) -> str:
+    """How ``lookalike info`` names a lossy structure: the refine wrapper, its structure and its store."""
+    if settings.rerank_encoding == "none":
+        return f"IndexRefineFlat({factory_string(settings)})"
+    store = {"fp16": "SQfp16", "sq8": "SQ8"}[settings.rerank_encoding]
+    return f"IndexRefine({factory_string(settings)}; store {store})"
 
 
 def training_size(settings: IndexSettings) -> int:
@@ -132,6 +144,15 @@ def _core(index: faiss.Index) -> faiss.Index:
     if isinstance(index, faiss.IndexPreTransform):
         index = faiss.downcast_index(index.index)
     return index
+
+
+def _store_kind(index: faiss.Index) -> str:
+    """What a refine wrapper re-scores with ("flat", or the scalar quantizer's type), "" for other indexes."""
+    index = faiss.downcast_index(index)
+    if not isinstance(index, faiss.IndexRefine):
+        return ""
+    store = faiss.downcast_index(index.refine_index)
+    return f"sq{store.sq.qtype}" if isinstance(store, faiss.IndexScalarQuantizer) else "flat"
 
 
 class EmbeddedIndex(VectorIndex):
@@ -215,7 +236,13 @@ class EmbeddedIndex(VectorIndex):
             return index
         # Lossy structures compare by L2, also for cosine (over unit vectors, where it orders like the inner
         # product): PCA centres the data and k-means assumes L2, which the inner product would not survive.
-        refined = faiss.IndexRefineFlat(faiss.index_factory(settings.dim, factory_string(settings), faiss.METRIC_L2))
+        structure = faiss.index_factory(settings.dim, factory_string(settings), faiss.METRIC_L2)
+        if settings.rerank_encoding == "none":
+            refined = faiss.IndexRefineFlat(structure)
+        else:
+            quantizer = STORE_QUANTIZERS[settings.rerank_encoding]
+            store = faiss.IndexScalarQuantizer(settings.dim, quantizer, faiss.METRIC_L2)
+            refined = faiss.IndexRefine(structure, store)  # FAISS's Python layer keeps both alive with it
         self._configure(refined)
         return refined
 
@@ -365,6 +392,7 @@ class EmbeddedIndex(VectorIndex):
             isinstance(inner, type(expected))
             and isinstance(_core(inner), type(_core(expected)))
             and inner.metric_type == expected.metric_type
+            and _store_kind(inner) == _store_kind(expected)
         )
 
     def _make_writable(self) -> None:
@@ -436,6 +464,7 @@ class EmbeddedIndex(VectorIndex):
                 self._flush_pending()  # cheap to add to anything but a graph or a mapped (read-only) checkpoint
             allowed = self._allowed(conditions)
             n_allowed = int(allowed.sum())
+            rescore = self.settings.rerank_encoding != "none" and self.settings.rerank > 0
             pending = self._search_pending(query, conditions, k)
             if n_allowed == 0 and pending is None:
                 return []
@@ -444,18 +473,24 @@ class EmbeddedIndex(VectorIndex):
                 k_eff = min(k, n_allowed)
                 plain_flat = self.settings.kind == "exact" and not self.settings.is_lossy()
                 brute = exact or plain_flat or self._staging() or n_allowed < EXACT_SUBSET_FRACTION * allowed.size
-                distances, positions = (
-                    self._exact(query, allowed, k_eff) if brute else self._approximate(query, allowed, n_allowed, k_eff)
-                )
+                # Brute force over a quantized store re-checks more than k with the floats, so that codes
+                # ranking a true neighbour just below the k-th cannot drop it.
+                k_brute = min(n_allowed, STORE_RECHECK * k_eff) if rescore else k_eff
+                if brute:
+                    distances, positions = self._exact(query, allowed, k_brute)
+                else:
+                    distances, positions = self._approximate(query, allowed, n_allowed, k_eff)
                 if len(positions) < k_eff:  # the graph walk ran out before finding k matches
-                    distances, positions = self._exact(query, allowed, k_eff)
+                    distances, positions = self._exact(query, allowed, k_brute)
             vids = self._vids[positions]
             if pending is not None:
                 distances, vids = np.concatenate([distances, pending[0]]), np.concatenate([vids, pending[1]])
                 larger_is_better = self._float_store().metric_type == faiss.METRIC_INNER_PRODUCT
-                order = np.argsort(-distances if larger_is_better else distances, kind="stable")[:k]
+                order = np.argsort(-distances if larger_is_better else distances, kind="stable")
                 distances, vids = distances[order], vids[order]
-            return self._results(distances, vids)
+            if rescore:
+                distances, vids = self._rescored(query, vids)
+            return self._results(distances[:k], vids[:k])
 
     def _search_pending(
         self, query: np.ndarray, conditions: list[filters.Condition], k: int
@@ -574,6 +609,26 @@ class EmbeddedIndex(VectorIndex):
             return faiss.downcast_index(index.storage)
         return index
 
+    def _rescored(self, query: np.ndarray, vids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The final hits' exact squared L2 distances from their float vectors in SQLite, best first.
+
+        A quantized re-scoring store ranks the candidates to within its 8- or 16-bit error; reading the k
+        winners' floats (k rows, ~5 KB each) makes their scores and order exact for a fraction of a millisecond."""
+        if not vids.size:
+            return np.zeros(0, dtype=np.float32), vids
+        rows = dict(
+            self._db.execute(
+                f"SELECT vid, vector FROM items WHERE vid IN ({','.join('?' * len(vids))})", [int(v) for v in vids]
+            )
+        )
+        vids = np.asarray([v for v in vids if int(v) in rows], dtype=np.int64)
+        if not vids.size:  # deleted by another process since the search
+            return np.zeros(0, dtype=np.float32), vids
+        vectors = self._for_faiss(np.stack([self._from_blob(rows[int(v)]) for v in vids]))
+        distances = ((vectors - self._for_faiss(query[None])) ** 2).sum(axis=1)
+        order = np.argsort(distances, kind="stable")
+        return distances[order], vids[order]
+
     def _results(self, distances: np.ndarray, found: np.ndarray) -> list[SearchResult]:
         vids = [int(v) for v in found]
         rows = {
@@ -672,7 +727,7 @@ class EmbeddedIndex(VectorIndex):
             }
             if self.settings.is_lossy():
                 stats |= {
-                    "structure": f"IndexRefineFlat({factory_string(self.settings)})",
+                    "structure": structure_name(self.settings),
                     "trained": not self._staging(),
                     "memory_mapped": self._mapped,
                 }
@@ -727,12 +782,12 @@ class EmbeddedIndex(VectorIndex):
         base = faiss.downcast_index(structure.base_index)
         for start in range(0, total, ADD_CHUNK):
             base.add(staging.reconstruct_n(start, min(ADD_CHUNK, total - start)))
-        if self._faiss_owner is None and not self._mapped:
+        if self._faiss_owner is None and not self._mapped and self.settings.rerank_encoding == "none":
             # The staging vectors become the float store as they are: no second copy of 4·d bytes a vector
             # (5 GB at a million). The structure owns (and frees) it from now on.
             staging.this.disown()
             structure.refine_index = staging
-        else:  # staging belongs to a checkpoint's wrapper (or its memory map): copy it
+        else:  # staging belongs to a checkpoint's wrapper (or its memory map), or the store encodes: copy it
             store = faiss.downcast_index(structure.refine_index)
             for start in range(0, total, ADD_CHUNK):
                 store.add(staging.reconstruct_n(start, min(ADD_CHUNK, total - start)))
