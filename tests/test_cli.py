@@ -97,3 +97,16 @@ def test_search_errors_name_the_problem(run, photo_folder, tmp_path) -> None:
 def test_models_lists_the_registry(run) -> None:
     result = run("models")
     assert result.returncode == 0 and "efficientnet-lite0" in result.stdout and "resnet50" in result.stdout
+
+
+def test_quantized_structure_options_reach_the_index(run, photo_folder, tmp_path) -> None:
+    index = str(tmp_path / "idx")
+    options = ("--encoding", "sq8", "--reduce-dim", "8", "--rerank", "3", "--rerank-encoding", "sq8")
+    result = run("index", str(photo_folder), "--index", index, "--no-progress", *options)
+    assert result.returncode == 0, result.stderr
+    info = json.loads(run("info", "--index", index, "--json").stdout)
+    assert (info["encoding"], info["reduce_dim"], info["rerank"], info["rerank_encoding"]) == ("sq8", 8, 3, "sq8")
+    assert info["trained"] is False  # 12 photos are too few to train on: still exact float staging
+    result = run("index", str(photo_folder), "--index", str(tmp_path / "bad"), "--rerank-encoding", "pq")
+    assert result.returncode == 1 and "rerank_encoding must be one of none, fp16, sq8" in result.stderr
+    assert not (tmp_path / "bad" / "index.sqlite").exists()

@@ -15,7 +15,10 @@ The search structure follows ``IndexSettings``: float32 ``IndexFlat`` or ``Index
 a *lossy* one built with FAISS's index factory (fp16, 8-bit scalar or product quantization; HNSW or IVF; an
 optional PCA in front), always wrapped in ``IndexRefineFlat`` so that the float vectors travel with it in the
 one checkpoint file. That float store is what ``exact=True`` and selective filters brute-force over, and what
-re-scores the candidates the quantized structure finds, so every result carries its exact score.
+re-scores the candidates the quantized structure finds, so every result carries its exact score. With
+``rerank_encoding`` "sq8" or "fp16" that store holds codes instead (``IndexRefine`` over an
+``IndexScalarQuantizer``: a quarter or half of the floats' memory) and the final k are re-scored from the float
+vectors in SQLite.
 
 Structures that must be trained (IVF, PQ, SQ8, PCA) start as a float ``IndexFlat`` ("staging": every query is
 exact brute force) and are trained at the first checkpoint (``save``, ``close``, the end of an ingest) that
