@@ -46,11 +46,11 @@ bench: install $(FASHION_MNIST)
 	$(PY) bench/plots.py
 
 bench-quick: install $(FASHION_MNIST)
-	$(PY) bench/bench_core.py --quick
+	$(PY) bench/bench_core.py --quick --out bench/results/core-quick.json
 	$(PY) bench/bench_scale.py --quick
-	$(PY) bench/bench_stages.py --quick
-	$(PY) bench/bench_quantize.py --quick --reps 3 --ingest-reps 1
-	$(PY) bench/plots.py
+	$(PY) bench/bench_stages.py --quick --out bench/results/stages-quick.json
+	$(PY) bench/bench_quantize.py --quick --reps 3 --ingest-reps 1 --out bench/results/quantize-quick.json
+	$(PY) bench/plots.py --quick
 
 bench-api: install
 	$(PY) bench/bench_api.py

@@ -98,9 +98,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--results", type=Path, default=Path("bench/results"))
     parser.add_argument("--out", type=Path, default=Path("docs/img"))
+    parser.add_argument("--quick", action="store_true", help="plot the *-quick.json of make bench-quick")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
-    stages, quantize = load(args.results / "stages.json"), load(args.results / "quantize.json")
+    suffix = "-quick" if args.quick else ""
+    stages, quantize = load(args.results / f"stages{suffix}.json"), load(args.results / f"quantize{suffix}.json")
     made = []
     if stages:
         ingest = None
@@ -109,9 +111,9 @@ def main() -> None:
                 "lookalike, fp32": quantize["fp32"]["ingest_images_per_s"]["median"],
                 "lookalike, int8": quantize["int8"]["ingest_images_per_s"]["median"],
             }
-        made.append(stages_figure(stages, ingest, args.out / "ingest-stages.png"))
+        made.append(stages_figure(stages, ingest, args.out / f"ingest-stages{suffix}.png"))
     if quantize:
-        made.append(quantize_figure(quantize, args.out / "fp32-vs-int8.png"))
+        made.append(quantize_figure(quantize, args.out / f"fp32-vs-int8{suffix}.png"))
     for path in made:
         print(f"wrote {path}")
 
