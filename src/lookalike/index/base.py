@@ -42,8 +42,9 @@ class IndexSettings:
     # index without it (an older settings JSON) always was: float32 vectors, no reduction.
     encoding: Encoding = "none"
     """How the search structure stores vectors: float32 ("none"), fp16, 8-bit scalar ("sq8") or product
-    quantization ("pq"). The float vectors are always kept too (SQLite, and a float store used for exact
-    search and for re-scoring), so results carry exact scores whatever the encoding."""
+    quantization ("pq"). The float vectors are always kept too (in SQLite, and unless ``rerank_encoding``
+    says otherwise in a float store for exact search and re-scoring), so results carry exact scores whatever
+    the encoding."""
     pq_m: int = 64
     """Sub-quantizers for ``encoding="pq"`` (8 bits each, so ``pq_m`` bytes a vector); must divide the
     (reduced) dimension."""
