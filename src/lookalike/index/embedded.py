@@ -94,9 +94,13 @@ STORE_QUANTIZERS = {"fp16": faiss.ScalarQuantizer.QT_fp16, "sq8": faiss.ScalarQu
 """The re-scoring store's codes for ``rerank_encoding`` ("none" is ``IndexRefineFlat``'s float store)."""
 
 
+FACTORY_CODES = {"none": "Flat", "fp16": "SQfp16", "sq8": "SQ8"}
+"""FAISS index-factory names of the encodings (PQ's depends on its settings: see ``factory_string``)."""
+
+
 def factory_string(settings: IndexSettings) -> str:
     """The FAISS index-factory description of a lossy structure (inside its ``IndexRefineFlat``)."""
-    code = {"none": "Flat", "fp16": "SQfp16", "sq8": "SQ8", "pq": f"PQ{settings.pq_m}x{settings.pq_bits}"}
+    code = FACTORY_CODES | {"pq": f"PQ{settings.pq_m}x{settings.pq_bits}"}
     parts = [f"PCA{settings.reduce_dim}"] if settings.reduce_dim else []
     if settings.kind == "exact":
         parts.append(code[settings.encoding])
@@ -111,8 +115,7 @@ def structure_name(settings: IndexSettings) -> str:
     """How ``lookalike info`` names a lossy structure: the refine wrapper, its structure and its store."""
     if settings.rerank_encoding == "none":
         return f"IndexRefineFlat({factory_string(settings)})"
-    store = {"fp16": "SQfp16", "sq8": "SQ8"}[settings.rerank_encoding]
-    return f"IndexRefine({factory_string(settings)}; store {store})"
+    return f"IndexRefine({factory_string(settings)}; store {FACTORY_CODES[settings.rerank_encoding]})"
 
 
 def training_size(settings: IndexSettings) -> int:
@@ -467,7 +470,9 @@ class EmbeddedIndex(VectorIndex):
                 self._flush_pending()  # cheap to add to anything but a graph or a mapped (read-only) checkpoint
             allowed = self._allowed(conditions)
             n_allowed = int(allowed.sum())
-            rescore = self.settings.rerank_encoding != "none" and self.settings.rerank > 0
+            # A quantized re-scoring store's distances are re-checked with the floats (not while staging: a
+            # float brute force is exact already).
+            rescore = self.settings.rerank_encoding != "none" and self.settings.rerank > 0 and not self._staging()
             pending = self._search_pending(query, conditions, k)
             if n_allowed == 0 and pending is None:
                 return []
@@ -491,9 +496,7 @@ class EmbeddedIndex(VectorIndex):
                 larger_is_better = self._float_store().metric_type == faiss.METRIC_INNER_PRODUCT
                 order = np.argsort(-distances if larger_is_better else distances, kind="stable")
                 distances, vids = distances[order], vids[order]
-            if rescore:
-                distances, vids = self._rescored(query, vids)
-            return self._results(distances[:k], vids[:k])
+            return self._results(distances, vids, k, query if rescore else None)
 
     def _search_pending(
         self, query: np.ndarray, conditions: list[filters.Condition], k: int
@@ -604,7 +607,8 @@ class EmbeddedIndex(VectorIndex):
         return distances[0][keep], labels[0][keep]
 
     def _float_store(self) -> faiss.Index:
-        """The float vectors by position: the flat index itself, HNSW's storage, or the refine store."""
+        """The vectors by position: the flat index itself, HNSW's storage, or the refine store (float, or the
+        codes of a ``rerank_encoding``)."""
         index = self._faiss
         if isinstance(index, faiss.IndexRefine):
             return faiss.downcast_index(index.refine_index)
@@ -612,41 +616,36 @@ class EmbeddedIndex(VectorIndex):
             return faiss.downcast_index(index.storage)
         return index
 
-    def _rescored(self, query: np.ndarray, vids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """The final hits' exact squared L2 distances from their float vectors in SQLite, best first.
+    def _results(
+        self, distances: np.ndarray, found: np.ndarray, k: int, rescore: np.ndarray | None = None
+    ) -> list[SearchResult]:
+        """The best ``k`` of ``found`` (ordered by ``distances``) as results, in one read of their rows.
 
-        A quantized re-scoring store ranks the candidates to within its 8- or 16-bit error; reading the k
-        winners' floats (k rows, ~5 KB each) makes their scores and order exact for a fraction of a millisecond."""
-        if not vids.size:
-            return np.zeros(0, dtype=np.float32), vids
-        rows = dict(
-            self._db.execute(
-                f"SELECT vid, vector FROM items WHERE vid IN ({','.join('?' * len(vids))})", [int(v) for v in vids]
-            )
-        )
-        vids = np.asarray([v for v in vids if int(v) in rows], dtype=np.int64)
-        if not vids.size:  # deleted by another process since the search
-            return np.zeros(0, dtype=np.float32), vids
-        vectors = self._for_faiss(np.stack([self._from_blob(rows[int(v)]) for v in vids]))
-        distances = ((vectors - self._for_faiss(query[None])) ** 2).sum(axis=1)
-        order = np.argsort(distances, kind="stable")
-        return distances[order], vids[order]
-
-    def _results(self, distances: np.ndarray, found: np.ndarray) -> list[SearchResult]:
+        ``rescore`` (the query): replace the distances with exact squared L2 from the float vectors read in
+        the same query, and re-order. A quantized re-scoring store ranks candidates to within its 8- or
+        16-bit error; the floats of the few winners (~5 KB each) make scores and order exact."""
+        if rescore is None:  # the order is final: read only the k rows shown
+            distances, found = distances[:k], found[:k]
         vids = [int(v) for v in found]
+        vector_column = ", vector" if rescore is not None else ""
         rows = {
             r[0]: r[1:]
             for r in self._db.execute(
-                f"SELECT vid, id, metadata, location FROM items WHERE vid IN ({','.join('?' * len(vids))})",
+                f"SELECT vid, id, metadata, location{vector_column} FROM items "
+                f"WHERE vid IN ({','.join('?' * len(vids))})",
                 vids,
             )
         }
+        hits = [(float(raw), vid) for raw, vid in zip(distances, vids, strict=True) if vid in rows]
+        if rescore is not None and hits:
+            query = self._for_faiss(rescore[None])
+            floats = self._for_faiss(np.stack([self._from_blob(rows[vid][3]) for _, vid in hits]))
+            exact = ((floats - query) ** 2).sum(axis=1)
+            hits = sorted(zip(exact.tolist(), (vid for _, vid in hits), strict=True), key=lambda hit: hit[0])
         results = []
-        for raw, vid in zip(distances, vids, strict=True):
-            if vid not in rows:
-                continue
-            item_id, metadata, location = rows[vid]
-            distance = self._distance(float(raw))
+        for raw, vid in hits[:k]:
+            item_id, metadata, location = rows[vid][:3]
+            distance = self._distance(raw)
             results.append(
                 SearchResult(
                     item_id,
