@@ -10,6 +10,11 @@ the name again to connect. A hostile DNS server can answer the two look-ups diff
 private). Closing the gap needs connecting to the checked address itself (pinning), which httpx does not
 offer without a custom transport; until then, a guard stops honest mistakes and naive attacks, and
 deployments exposed to the internet should also restrict egress at the network level.
+
+Compressed replies: we ask for ``Accept-Encoding: identity``, but a hostile server may answer with
+``Content-Encoding: gzip`` (or ``br``) anyway, and a few hundred bytes of brotli expand to gigabytes.
+httpx would decode a whole network chunk before we could count it, so the body is read raw and decoded
+here in bounded steps, each step's output counted against ``max_bytes`` before the next is made.
 """
 
 from __future__ import annotations
@@ -17,14 +22,47 @@ from __future__ import annotations
 import ipaddress
 import socket
 import time
-from collections.abc import Sequence
+import unicodedata
+import zlib
+from collections.abc import Iterator, Sequence
+from types import ModuleType
+from typing import Protocol
 from urllib.parse import urljoin, urlsplit
 
 import httpx
 
 from lookalike.errors import BlockedURLError, FetchError
 
+try:
+    import brotli as _brotli_module
+except ImportError:  # optional: without it, brotli replies are refused
+    _brotli_module = None
+
+
+def _bounded_brotli() -> ModuleType | None:
+    """The ``brotli`` module if its decoder can cap its output (brotli>=1.2), else None.
+
+    Older versions (and the unrelated brotlipy) only decode a chunk all at once, which is the bomb.
+    """
+    module = _brotli_module
+    if module is None or not hasattr(getattr(module, "Decompressor", None), "can_accept_more_data"):
+        return None
+    try:
+        module.Decompressor().process(b"", output_buffer_limit=1)
+    except Exception:  # no such argument (TypeError) or anything else: not a decoder to rely on
+        return None
+    return module
+
+
+_BROTLI = _bounded_brotli()
+
 DEFAULT_MAX_BYTES = 30 * 1024 * 1024
+MAX_URL_LENGTH = 8192
+"""Longest URL fetched, in characters. Most servers refuse longer request lines (nginx's default buffer
+is 8 KiB, Apache's LimitRequestLine 8190 bytes), so a longer URL could not be fetched anyway; refusing it
+up front gives a clear error, bounds the work of checking it, and keeps error messages short."""
+_DECODE_STEP = 64 * 1024
+"""Most decoded bytes made at once: the memory a compressed reply can cost beyond ``max_bytes``."""
 ALLOWED_SCHEMES = ("http", "https")
 REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
 _HEADERS = {
@@ -38,21 +76,67 @@ IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
+def _shown(url: str) -> str:
+    """``url`` for an error message, cut short: a refused URL may be long and is the client's text."""
+    return repr(url) if len(url) <= 200 else repr(url[:200]) + f"... ({len(url)} characters)"
+
+
+def _check_url_text(url: str) -> None:
+    """Refuse a URL that is too long or holds characters no URL may hold literally.
+
+    Control characters (tab, CR, LF, NUL, DEL, C1) and whitespace other than a plain space are refused
+    anywhere: ``urlsplit`` and ``urljoin`` silently drop tabs and newlines while httpx raises on them,
+    so the guard and the request would otherwise disagree about the URL. A plain space is refused at
+    either end and before the path (scheme, user, host, port); inside the path or query httpx sends it
+    as ``%20``, as browsers do, so a pasted ``.../red dress.jpg`` still works.
+    """
+    if len(url) > MAX_URL_LENGTH:
+        raise FetchError(f"invalid URL {_shown(url)}: longer than {MAX_URL_LENGTH} characters")
+    for position, char in enumerate(url):
+        if unicodedata.category(char) == "Cc" or (char.isspace() and char != " "):
+            raise FetchError(f"invalid URL {_shown(url)}: control or whitespace character {char!r} at {position}")
+    if url != url.strip(" "):
+        raise FetchError(f"invalid URL {_shown(url)}: it starts or ends with a space")
+    try:
+        authority = urlsplit(url).netloc
+    except ValueError as exc:
+        raise FetchError(f"invalid URL {_shown(url)}: {exc}") from None
+    if " " in authority:
+        raise FetchError(f"invalid URL {_shown(url)}: a space before the path (in the host or port)")
+
+
 def _split_url(url: str) -> tuple[str, str, int]:
-    """Scheme, host and port of an http(s) URL; anything else is refused before any network use."""
+    """Scheme, host and port an http(s) URL is fetched from; anything else is refused before any network
+    use. Every hop (the first URL, the guard's check, each redirect target) comes through here.
+
+    The host is the one httpx will connect to (IDNA-encoded the way httpx encodes it), not the one
+    ``urlsplit`` reads: a guard that judged another spelling of the name (``faß.de`` is ``fass.de`` to
+    Python's resolver but ``xn--fa-hia.de`` to httpx) could pass a host that is not the one connected to.
+    A URL that httpx cannot parse is judged by ``urlsplit``'s host, so an internal address still reads as
+    blocked; httpx then refuses to build the request, which :func:`fetch_bytes` reports as invalid.
+    """
     try:
         parts = urlsplit(url)
         port = parts.port
     except ValueError as exc:
-        raise FetchError(f"invalid URL {url!r}: {exc}") from None
+        raise FetchError(f"invalid URL {_shown(url)}: {exc}") from None
     scheme = parts.scheme.lower()
     if scheme not in ALLOWED_SCHEMES:
         shown = scheme or "none"
-        raise BlockedURLError(f"unsupported URL scheme {shown!r} in {url!r}: only http and https are fetched")
+        raise BlockedURLError(f"unsupported URL scheme {shown!r} in {_shown(url)}: only http and https are fetched")
+    _check_url_text(url)
     host = parts.hostname
     if not host:
-        raise FetchError(f"invalid URL {url!r}: no host")
-    return scheme, host, port or (443 if scheme == "https" else 80)
+        raise FetchError(f"invalid URL {_shown(url)}: no host")
+    default_port = 443 if scheme == "https" else 80
+    try:
+        parsed = httpx.URL(url)
+        connect_host = parsed.raw_host.decode("ascii")
+    except (httpx.InvalidURL, UnicodeError, ValueError):
+        return scheme, host, default_port if port is None else port
+    if not connect_host:
+        raise FetchError(f"invalid URL {_shown(url)}: no host")
+    return scheme, connect_host, default_port if parsed.port is None else parsed.port
 
 
 def _forbidden_kind(ip: IPAddress) -> str | None:
@@ -170,19 +254,165 @@ def _is_dns_failure(exc: BaseException) -> bool:
     return "name or service not known" in text or "nodename nor servname" in text or "getaddrinfo" in text
 
 
+class _CorruptBody(ValueError):
+    """A compressed body that does not decode (or stops mid-stream)."""
+
+
+class _Decoder(Protocol):
+    def decode(self, data: bytes) -> Iterator[bytes]:
+        """Decoded bytes of the next raw chunk, in pieces of about :data:`_DECODE_STEP` at most.
+
+        Pieces are made one at a time, so a caller that stops iterating (the body is too large) stops
+        the decoding too: nothing is ever decoded beyond the piece being counted.
+        """
+        ...
+
+    def finish(self) -> None:
+        """Called after the last chunk: raise :class:`_CorruptBody` if the stream was cut short."""
+        ...
+
+
+class _Identity:
+    def decode(self, data: bytes) -> Iterator[bytes]:
+        yield data
+
+    def finish(self) -> None:
+        pass
+
+
+def _is_zlib_header(head: bytes) -> bool:
+    """Whether two bytes open a zlib stream (RFC 1950: method 8, window <= 32 KiB, check bits)."""
+    return head[0] & 0x0F == 8 and head[0] >> 4 <= 7 and (head[0] << 8 | head[1]) % 31 == 0
+
+
+class _Inflate:
+    """gzip, or deflate with or without its zlib wrapper.
+
+    RFC 9110 says ``deflate`` is zlib-wrapped, but some servers send raw deflate; like browsers, the
+    first two bytes decide. ``decompress(max_length=...)`` keeps the rest of the input in
+    ``unconsumed_tail``, so each call makes at most one step of output whatever the ratio.
+    Bytes after the end of the stream are ignored, as httpx and browsers do.
+    """
+
+    def __init__(self, gzip: bool) -> None:
+        self._inflater = zlib.decompressobj(zlib.MAX_WBITS | 16) if gzip else None
+        self._head = b""
+        self._seen = False
+
+    def decode(self, data: bytes) -> Iterator[bytes]:
+        self._seen = self._seen or bool(data)
+        if self._inflater is None:
+            self._head += data
+            if len(self._head) < 2:
+                return
+            data, self._head = self._head, b""
+            self._inflater = zlib.decompressobj(zlib.MAX_WBITS if _is_zlib_header(data) else -zlib.MAX_WBITS)
+        inflater = self._inflater
+        while not inflater.eof:
+            try:
+                piece = inflater.decompress(data, _DECODE_STEP)
+            except zlib.error as exc:
+                raise _CorruptBody(str(exc)) from None
+            data = inflater.unconsumed_tail
+            if piece:
+                yield piece
+            # Less than a full step with no input left: zlib holds nothing more until the next chunk.
+            if not data and len(piece) < _DECODE_STEP:
+                return
+
+    def finish(self) -> None:
+        if self._seen and (self._inflater is None or not self._inflater.eof):
+            raise _CorruptBody("the body ends before the compressed stream does")
+
+
+class _Brotli:
+    """brotli through a decoder whose output per call is capped (``output_buffer_limit``, brotli>=1.2).
+
+    Once the cap is hit the decoder takes no input until it has been drained with empty calls. Like
+    httpx's decoder, it refuses bytes after the end of the stream.
+    """
+
+    def __init__(self, module: ModuleType) -> None:
+        self._error: type[Exception] = module.error
+        self._decompressor = module.Decompressor()
+        self._seen = False
+
+    def decode(self, data: bytes) -> Iterator[bytes]:
+        self._seen = self._seen or bool(data)
+        decompressor = self._decompressor
+        if decompressor.is_finished():
+            return
+        try:
+            piece = decompressor.process(data, output_buffer_limit=_DECODE_STEP)
+            while True:
+                if piece:
+                    yield piece
+                if decompressor.can_accept_more_data():
+                    return
+                piece = decompressor.process(b"", output_buffer_limit=_DECODE_STEP)
+                if not piece and not decompressor.can_accept_more_data():
+                    raise _CorruptBody("the brotli decoder stopped making progress")  # never loop forever
+        except self._error as exc:
+            raise _CorruptBody(str(exc) or "brotli could not decode it") from None
+
+    def finish(self) -> None:
+        if self._seen and not self._decompressor.is_finished():
+            raise _CorruptBody("the body ends before the compressed stream does")
+
+
+def _decoder_for(content_encoding: str | None, url: str) -> _Decoder:
+    """The decoder for a reply's ``Content-Encoding``, or :class:`FetchError` if lookalike cannot decode
+    it boundedly. One encoding at most: stacked ones (``gzip, br``) are a bomb's tool, not a store's."""
+    codings = [c.strip().lower() for c in (content_encoding or "").split(",")]
+    codings = [c for c in codings if c and c != "identity"]
+    if not codings:
+        return _Identity()
+    refusal = f"{url!r} sent Content-Encoding {content_encoding!r}, which lookalike does not decode"
+    if len(codings) > 1:
+        raise FetchError(f"{refusal} (more than one encoding)")
+    coding = codings[0]
+    if coding in ("gzip", "x-gzip"):
+        return _Inflate(gzip=True)
+    if coding == "deflate":
+        return _Inflate(gzip=False)
+    if coding == "br":
+        if _BROTLI is None:
+            raise FetchError(f"{refusal} (no bounded brotli decoder installed: it needs brotli>=1.2)")
+        return _Brotli(_BROTLI)
+    raise FetchError(refusal)
+
+
 def _read_limited(response: httpx.Response, url: str, max_bytes: int, deadline: float | None) -> bytes:
+    """The decoded body, refused as soon as more than ``max_bytes`` arrive or are decoded.
+
+    Raw bytes are read with ``iter_raw`` (``iter_bytes`` would let httpx decode a whole network chunk,
+    unbounded, before we see it) and counted as received; decoded bytes are counted as each bounded
+    piece is made. So what is held never exceeds ``max_bytes`` plus one network chunk (64 KiB from
+    httpcore) and one decode step, whatever the compression ratio; the final join copies it once.
+    """
     length = response.headers.get("content-length")
     if length is not None and length.strip().isdigit() and int(length) > max_bytes:
         raise FetchError(f"{url!r} is too large: Content-Length {int(length)} bytes exceeds {max_bytes} bytes")
+    encoding = response.headers.get("content-encoding")
+    decoder = _decoder_for(encoding, url)
     chunks: list[bytes] = []
+    received = 0
     total = 0
-    for chunk in response.iter_bytes():
-        total += len(chunk)
-        if total > max_bytes:
-            raise FetchError(f"{url!r} is too large: more than {max_bytes} bytes")
-        if deadline is not None and time.monotonic() > deadline:
-            raise FetchError(f"fetching {url!r} timed out: the download took too long")
-        chunks.append(chunk)
+    try:
+        for raw in response.iter_raw():
+            received += len(raw)
+            if received > max_bytes:
+                raise FetchError(f"{url!r} is too large: more than {max_bytes} bytes")
+            if deadline is not None and time.monotonic() > deadline:
+                raise FetchError(f"fetching {url!r} timed out: the download took too long")
+            for piece in decoder.decode(raw):
+                total += len(piece)
+                if total > max_bytes:
+                    raise FetchError(f"{url!r} is too large: more than {max_bytes} bytes once decoded")
+                chunks.append(piece)
+        decoder.finish()
+    except _CorruptBody as exc:
+        raise FetchError(f"{url!r} sent a corrupt body for Content-Encoding {encoding!r}: {exc}") from None
     return b"".join(chunks)
 
 
@@ -220,9 +450,15 @@ def fetch_bytes(
                 guard.check(current)
             else:
                 _split_url(current)
-            request = client.build_request("GET", current, headers=_HEADERS, timeout=httpx.Timeout(timeout))
+            # httpx.InvalidURL is not an httpx.HTTPError, and the idna package raises UnicodeErrors of its own.
+            try:
+                request = client.build_request("GET", current, headers=_HEADERS, timeout=httpx.Timeout(timeout))
+            except (httpx.InvalidURL, UnicodeError) as exc:
+                raise FetchError(f"invalid URL {current!r}: {exc}") from None
             try:
                 response = client.send(request, stream=True, follow_redirects=False)
+            except (httpx.InvalidURL, UnicodeError) as exc:  # e.g. from parsing a Location header
+                raise FetchError(f"cannot fetch {current!r}: invalid URL in the reply: {exc}") from None
             except httpx.TimeoutException:
                 raise FetchError(f"fetching {current!r} timed out after {timeout:g} s") from None
             except httpx.HTTPError as exc:
@@ -231,7 +467,10 @@ def fetch_bytes(
                 raise FetchError(f"cannot fetch {current!r}: {exc}") from None
             try:
                 if response.status_code in REDIRECT_STATUSES and "location" in response.headers:
-                    current = urljoin(str(response.url), response.headers["location"])
+                    location = response.headers["location"]
+                    # Checked before urljoin, which would silently drop a tab or newline in it.
+                    _check_url_text(location)
+                    current = urljoin(str(response.url), location)
                     continue
                 if not 200 <= response.status_code < 300:
                     reason = response.reason_phrase or ""
