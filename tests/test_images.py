@@ -4,16 +4,24 @@ from __future__ import annotations
 
 import io
 import struct
+import subprocess
+import sys
 import time
+import tracemalloc
 import zlib
 
 import numpy as np
 import pytest
+from hostile import corpus  # the hostile corpus's makers (all in memory too)
 from PIL import ExifTags, Image, ImageFile
 
+from lookalike import images
 from lookalike.errors import ImageError
 from lookalike.images import (
+    DEFAULT_MAX_DECODE_BYTES,
     DEFAULT_MAX_PIXELS,
+    MAX_JPEG_SCANS,
+    image_format,
     image_size_of,
     load_image,
     resize_and_crop,
@@ -417,6 +425,305 @@ def test_float_nan_and_negative_values_are_black():
     values = np.array([[np.nan, -5.0, 0.5, np.inf]], dtype=np.float32)
     grey = np.asarray(to_rgb(Image.frombytes("F", (4, 1), values.tobytes())))[0, :, 0]
     assert grey.tolist() == [0, 0, 128, 255]
+
+
+def _old_wide_to_8bit(values: np.ndarray, *, is_float: bool) -> np.ndarray:
+    """The conversion as it was before it worked in row bands (whole-image copies): the reference."""
+    finite = values[np.isfinite(values)]
+    top = float(finite.max()) if finite.size else 0.0
+    if is_float and top <= 1.0:
+        values = values * 255
+    elif top > 65535:
+        low = float(finite.min())
+        values = (values - low) * (255 / (top - low))
+    elif top > 255:
+        values = values / 256
+    values = np.nan_to_num(values, nan=0.0, posinf=255.0, neginf=0.0)
+    return np.clip(np.rint(values), 0, 255).astype(np.uint8)
+
+
+def _old_to_rgb_of_grey(image: Image.Image) -> np.ndarray:
+    """The old _grey_to_8bit (an alpha band for a colour key), then the old to_rgb's compositing over white."""
+    values = np.asarray(image)
+    if image.mode.startswith("I;16"):
+        grey = (values >> 8).astype(np.uint8)
+    else:
+        grey = _old_wide_to_8bit(values.astype(np.float32), is_float=image.mode == "F")
+    result = Image.fromarray(grey)
+    transparent = image.info.get("transparency")
+    if isinstance(transparent, int) and not isinstance(transparent, bool):
+        result.putalpha(Image.fromarray(np.where(values == transparent, 0, 255).astype(np.uint8)))
+        rgba = result.convert("RGBA")
+        white = Image.new("RGB", result.size, WHITE)
+        white.paste(rgba, mask=rgba)
+        return np.asarray(white)
+    return np.asarray(result.convert("RGB"))
+
+
+def _wide_cases() -> list[tuple[np.ndarray, bool]]:
+    """The ramps of test_wide_modes_become_a_visible_gradient, and noisy arrays with NaN, infinities and
+    negative values, shaped so that they span many row bands."""
+    cases = []
+    for mode, top in [("I", 65535), ("I", 200), ("I", 10_000_000), ("F", 1.0), ("F", 255.0), ("F", 1000.0)]:
+        dtype = np.int32 if mode == "I" else np.float32
+        cases.append((np.linspace(0, top, 256).astype(dtype).reshape(1, 256).astype(np.float32), mode == "F"))
+    cases.append((np.array([[np.nan, -5.0, 0.5, np.inf]], dtype=np.float32), True))
+    rng = np.random.default_rng(3)
+    for scale in (0.9, 200.0, 60000.0, 3e6, 1e30):
+        values = (rng.standard_normal((97, 131)) * scale).astype(np.float32)
+        values[rng.random(values.shape) < 0.05] = np.nan
+        values[5, 7], values[60, 1] = np.inf, -np.inf
+        cases.append((values, True))
+        cases.append((np.nan_to_num(values, nan=0.0, posinf=0.0, neginf=0.0), False))
+    cases.append((np.full((40, 50), np.nan, dtype=np.float32), True))
+    return cases
+
+
+@pytest.mark.parametrize("band_samples", [64, 1 << 18])
+def test_wide_to_8bit_in_bands_gives_exactly_the_old_result(monkeypatch, band_samples):
+    monkeypatch.setattr(images, "_BAND_SAMPLES", band_samples)  # 64: every array above is many bands
+    for values, is_float in _wide_cases():
+        expected = _old_wide_to_8bit(values, is_float=is_float)
+        assert np.array_equal(images._wide_to_8bit(values, is_float=is_float), expected), (values[:1, :4], is_float)
+
+
+@pytest.mark.parametrize(
+    ("mode", "values", "transparency"),
+    [
+        ("I;16", np.linspace(0, 65535, 97 * 131).astype(np.uint16).reshape(97, 131), None),
+        ("I;16", np.linspace(0, 65535, 97 * 131).astype(np.uint16).reshape(97, 131), 65535),
+        ("I;16B", np.linspace(0, 65535, 97 * 131).astype(">u2").reshape(97, 131), 0),
+        ("I", np.linspace(-50, 20_000_000, 97 * 131).astype(np.int32).reshape(97, 131), None),
+        ("I", np.linspace(0, 40_000, 97 * 131).astype(np.int32).reshape(97, 131), 40_000),
+        ("F", np.linspace(-0.2, 1.0, 97 * 131).astype(np.float32).reshape(97, 131), None),
+    ],
+)
+def test_wide_grey_to_rgb_gives_exactly_the_old_result(monkeypatch, mode, values, transparency):
+    monkeypatch.setattr(images, "_BAND_SAMPLES", 500)  # a few rows a band
+    image = Image.frombytes(mode, (values.shape[1], values.shape[0]), values.tobytes())
+    if transparency is not None:
+        image.info["transparency"] = transparency
+    expected = _old_to_rgb_of_grey(image)
+    assert np.array_equal(np.asarray(to_rgb(image)), expected)
+
+
+@pytest.mark.parametrize(
+    ("mode", "values", "expected"),
+    [
+        ("I", [70000, 70000, 70000], [128, 128, 128]),
+        ("F", [1e6, 1e6, 1e6], [128, 128, 128]),
+        ("F", [70000.0, np.nan, np.inf, -np.inf], [128, 0, 255, 0]),
+    ],
+)
+def test_a_constant_beyond_16_bits_is_mid_grey(mode, values, expected):
+    """Stretching min..max has no range when all values are equal: mid-grey, not a ZeroDivisionError."""
+    array = np.array([values], dtype=np.int32 if mode == "I" else np.float32)
+    image = Image.frombytes(mode, (len(values), 1), array.tobytes())
+    assert np.asarray(to_rgb(image))[0, :, 0].tolist() == expected
+
+
+def test_a_constant_32_bit_tiff_loads_mid_grey():
+    loaded = load_image(encode(Image.new("I", (64, 64), 70000), "TIFF"))
+    assert np.all(np.asarray(loaded) == 128)
+
+
+# --- the JPEG scan count -------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("mode", "progressive", "scans"),
+    [("RGB", False, 1), ("L", False, 1), ("RGB", True, 10), ("L", True, 6), ("CMYK", True, 18)],
+)
+def test_scan_count_of_ordinary_jpegs(mode, progressive, scans):
+    data = encode(noise((120, 80)).convert(mode), "JPEG", progressive=progressive, quality=90)
+    assert images._jpeg_scan_count(data) == scans
+    assert scans <= MAX_JPEG_SCANS
+    assert load_image(data).size == (120, 80)
+
+
+def test_scan_count_skips_segment_payloads_and_stops_at_the_end_of_the_image():
+    data = encode(noise((64, 48)), "JPEG", quality=90)
+    comment = b"\xff\xda" * 100  # SOS markers inside a COM segment's payload are not scans
+    with_comment = data[:2] + b"\xff\xfe" + struct.pack(">H", len(comment) + 2) + comment + data[2:]
+    assert images._jpeg_scan_count(with_comment) == 1
+    assert images._jpeg_scan_count(data + data + data) == 1  # what follows EOI is never decoded
+    assert load_image(with_comment).size == (64, 48)
+
+
+def test_scan_count_is_linear_in_the_worst_case():
+    """Entropy-coded data of nothing but stuffed bytes and restart markers: skipped in C, not byte by byte."""
+    data = encode(noise((64, 48)), "JPEG", quality=90)
+    sos = data.index(b"\xff\xda")
+    header_end = sos + 2 + struct.unpack_from(">H", data, sos + 2)[0]
+    filler = (b"\xff\x00" * 1000 + b"\xff\xd3" + b"\xff" * 1000 + b"\x00") * 2500  # 10 MB
+    started = time.perf_counter()
+    assert images._jpeg_scan_count(data[:header_end] + filler + data[header_end:]) == 1
+    assert time.perf_counter() - started < 0.5
+
+
+def test_scan_count_refuses_a_file_of_countless_markers():
+    data = encode(noise((64, 48)), "JPEG", quality=90)
+    empty_comments = b"\xff\xfe\x00\x02" * 20_000
+    with pytest.raises(ImageError, match="more than 10,000 markers"):
+        load_image(data[:2] + empty_comments + data[2:])
+
+
+def test_progressive_scan_bomb_is_refused_before_decoding():
+    bomb = corpus.progressive_scan_bomb()  # 6000x6000, 3,006 scans in 387 KB: 74 s of CPU to decode
+    assert len(bomb) < 400_000
+    assert images._jpeg_scan_count(bomb) == 3006
+    started = time.process_time()
+    with pytest.raises(ImageError) as caught:
+        load_image(bomb, min_side=256)
+    assert time.process_time() - started < 0.5
+    assert str(caught.value).startswith("JPEG has 3,006 scans, more than the limit of 100")
+
+
+# --- the decode deadline -------------------------------------------------------------------------------------
+
+
+def test_decode_timeout_passes_through_pillow():
+    """Pillow turns IndexError/struct.error from a read into "truncated", and Image.open tries the next format
+    on SyntaxError, IndexError, TypeError and struct.error: the timeout must be none of them."""
+    caught_by_pillow = (OSError, ValueError, SyntaxError, IndexError, TypeError, KeyError, EOFError, struct.error)
+    assert not issubclass(images._DecodeTimeout, caught_by_pillow)
+
+
+def test_a_slow_decode_runs_into_the_deadline():
+    data = encode(noise((1500, 1000)), "PNG", compress_level=1)  # 4.5 MB of pixel data: tens of ms
+    assert load_image(data).size == (1500, 1000)
+    started = time.process_time()
+    with pytest.raises(ImageError, match=r"took longer than 0\.0001 s of CPU time"):
+        load_image(data, max_decode_seconds=0.0001)
+    assert time.process_time() - started < 0.5
+
+
+def test_the_deadline_stops_a_progressive_jpeg_within_the_scan_limit():
+    """100 scans are allowed, and at 6000x6000 they cost seconds: the deadline stops the decode midway."""
+    slow = corpus.progressive_scan_bomb(94)
+    assert images._jpeg_scan_count(slow) == MAX_JPEG_SCANS
+    started = time.process_time()
+    with pytest.raises(ImageError, match=r"decoding took longer than 0\.2 s of CPU time"):
+        load_image(slow, min_side=256, max_decode_seconds=0.2)
+    assert time.process_time() - started < 1.5  # the deadline is looked at every 4 KB read: ~48 scans
+
+
+def test_the_deadline_covers_reading_the_header(monkeypatch):
+    clock = iter([0.0, 10.0])  # the reader is made at 0 s; its first read comes "10 s" later
+    monkeypatch.setattr(images.time, "thread_time", lambda: next(clock, 10.0))
+    with pytest.raises(ImageError, match=r"reading the image header took longer than 3 s"):
+        load_image(encode(Image.new("RGB", (8, 8)), "PNG"))
+
+
+# --- the decode memory budget ---------------------------------------------------------------------------------
+
+
+def _estimate(data: bytes) -> int:
+    """The memory load_image would budget for ``data`` at full size (no draft)."""
+    image = images._open(data)
+    scans = images._jpeg_scan_count(data) if image.format == "JPEG" else 0
+    return images._decode_bytes_needed(image, image.size, scans, len(data))
+
+
+def _progressive_with_dimensions(width: int, height: int) -> bytes:
+    data = bytearray(encode(noise((64, 64)), "JPEG", progressive=True, quality=80))
+    at = data.index(b"\xff\xc2")
+    data[at + 5 : at + 9] = struct.pack(">HH", height, width)
+    return bytes(data)
+
+
+def test_an_ordinary_40_megapixel_jpeg_or_png_is_within_the_budget():
+    jpeg, png = corpus.jpeg_with_dimensions(8000, 5000), png_header(8000, 5000)
+    for header in (jpeg, png):
+        assert 40_000_000 * 4 < _estimate(header) <= DEFAULT_MAX_DECODE_BYTES  # RGB is 4 bytes a pixel in Pillow
+    assert load_image(jpeg).size == (8000, 5000)  # libjpeg fills the missing data with grey
+    with pytest.raises(ImageError, match="truncated"):  # past the budget; then the pixel data is missing
+        load_image(png)
+
+
+def test_the_budget_refuses_a_40_megapixel_float_tiff_and_says_how_much_it_needs():
+    bomb = corpus.float_tiff_bomb()
+    assert len(bomb) < 300_000
+    needed = _estimate(bomb)
+    assert needed > 40_000_000 * (4 + 1 + 4)  # float samples, the 8-bit grey, its RGB
+    with pytest.raises(ImageError) as caught:
+        load_image(bomb)
+    message = str(caught.value)
+    assert message.startswith("image too large to decode: 8000x5000 TIFF in mode F would need about")
+    assert f"{needed / 2**20:.1f} MB of memory, more than the limit of 192 MB" in message
+
+
+def test_the_budget_counts_the_mode_transparency_and_progressive_coefficients():
+    rgb, rgba = _estimate(png_header(4000, 2500)), _estimate(corpus.png_header(4000, 2500, 8, 6))
+    assert rgba - rgb == 10_000_000 * 4  # the white background to composite RGBA over
+    grey16 = _estimate(corpus.png_header(4000, 2500, 16, 0))
+    assert grey16 - rgb == 10_000_000 * (2 + 1 + 4 - 4) + 32 * images._BAND_SAMPLES  # then 8-bit, then RGB
+    baseline = _estimate(corpus.jpeg_with_dimensions(4000, 2500))
+    progressive = _estimate(_progressive_with_dimensions(4000, 2500))
+    # 4:2:0 coefficients at 2 bytes each, in 8x8 blocks of whole MCUs: Y 500x314 blocks, Cb and Cr 250x157.
+    assert progressive - baseline == (500 * 314 + 2 * 250 * 157) * 64 * 2
+    # A 40 MP progressive JPEG: refused at full size, but within budget at 1/8 scale (the coefficients stay).
+    with pytest.raises(ImageError, match="memory"):
+        load_image(_progressive_with_dimensions(8000, 5000))
+    assert load_image(_progressive_with_dimensions(8000, 5000), min_side=256).size == (1000, 625)
+    with pytest.raises(ImageError, match="memory"):
+        load_image(png_header(4000, 2500), max_decode_bytes=rgb - 1)
+
+
+def test_decoding_a_20_megapixel_float_tiff_stays_within_the_budget(tmp_path):
+    """Peak resident memory in a fresh process, and the array memory (tracemalloc sees NumPy's) here."""
+    data = encode(Image.new("F", (5000, 4000), 0.25), "TIFF", compression="tiff_adobe_deflate")
+    needed = _estimate(data)
+    assert needed <= DEFAULT_MAX_DECODE_BYTES
+    tracemalloc.start()
+    try:
+        assert load_image(data).size == (5000, 4000)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 20_000_000 * 1.5, peak  # the 8-bit grey (1 byte a pixel) and small bands; it used to be ~10x
+
+    path = tmp_path / "float.tif"
+    path.write_bytes(data)
+    script = (
+        "import resource, sys\n"
+        "from lookalike.images import load_image\n"
+        "data = open(sys.argv[1], 'rb').read()\n"
+        "before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
+        "load_image(data)\n"
+        "print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) * 1024)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", script, str(path)], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    grown = int(result.stdout)
+    assert grown <= needed * 1.1, (grown, needed)
+
+
+# --- image_format ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("fmt", ["JPEG", "PNG", "GIF", "WEBP", "BMP", "TIFF"])
+def test_image_format_names_the_format(fmt):
+    assert image_format(encode(halves(), fmt)) == fmt
+
+
+@pytest.mark.filterwarnings("ignore:IM image format is deprecated:DeprecationWarning")
+def test_image_format_and_load_image_agree_on_a_tiff_that_also_parses_as_im():
+    polyglot = corpus.tiff_im_polyglot()
+    assert Image.open(io.BytesIO(polyglot)).format == "IM"  # what an unrestricted open makes of it
+    assert image_format(polyglot) == "TIFF"
+    assert load_image(polyglot).size == (160, 200)  # the TIFF's picture, not the IM header's 16x16
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [b"", b"hello", encode(halves(), "PPM"), encode(halves(), "TGA"), encode(halves(), "ICO"), b"\x89PNG\r\n\x1a\n"],
+)
+def test_image_format_refuses_what_load_image_refuses(payload):
+    with pytest.raises(ImageError):
+        image_format(payload)
+    with pytest.raises(ImageError):
+        load_image(payload)
 
 
 # --- resize_and_crop ------------------------------------------------------------------------------------

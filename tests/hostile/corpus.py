@@ -124,6 +124,53 @@ def png_zlib_bomb() -> bytes:
     return png_header(9000, 9000, 8, 2, idat=body)
 
 
+@functools.cache
+def progressive_scan_bomb(copies: int = 3000) -> bytes:
+    """A flat 6000x6000 grey progressive JPEG whose last scan (an AC refinement, with its Huffman table) is
+    repeated ``copies`` times: 387 KB, and libjpeg passes over all 36 million coefficients once a scan, which
+    took 74 s of CPU before scans were counted."""
+    data = encode(Image.new("L", (6000, 6000), 128), "JPEG", progressive=True, quality=75)
+    last_scan = data.rindex(b"\xff\xc4")  # the last scan's Huffman table, then its SOS and entropy-coded data
+    end = data.rindex(b"\xff\xd9")
+    return data[:end] + data[last_scan:end] * copies + data[end:]
+
+
+@functools.cache
+def float_tiff_bomb() -> bytes:
+    """8000x5000 32-bit float grey (40 MP, within the pixel limit) in 232 KB of deflate: 160 MB decoded, and
+    the conversion to 8-bit RGB took 0.9 GB a request before decodes were budgeted by mode."""
+    return encode(Image.new("F", (8000, 5000), 0.0), "TIFF", compression="tiff_adobe_deflate")
+
+
+def constant_wide_tiff() -> bytes:
+    """32-bit integer grey ("I"), every sample 70000: beyond 16 bits, so it is stretched from its min to its
+    max, which are equal (a division by zero once). Shown mid-grey."""
+    return encode(Image.new("I", (64, 64), 70000), "TIFF")
+
+
+def tiff_im_polyglot() -> bytes:
+    """An uncompressed TIFF of photo A whose first bytes are also a Pillow "IM" header (for a 16x16 grey
+    picture of whatever bytes follow): an unrestricted ``Image.open`` tries IM before TIFF and says "IM".
+
+    The TIFF header's first line, up to the first newline, reads as an IM "key: value" line; the IM lines go
+    where Pillow wrote the first directory (at offset 8), and the directory moves to the end of the file,
+    its values and the pixel data staying where they were.
+    """
+    data = bytearray(encode(_ref(PHOTO_A), "TIFF"))
+    (ifd,) = struct.unpack_from("<I", data, 4)
+    (count,) = struct.unpack_from("<H", data, ifd)
+    directory = bytes(data[ifd : ifd + 2 + 12 * count + 4])
+    data += b"\0" * (len(data) % 2)
+    while set(struct.pack("<I", len(data))) & set(b"\n\r:"):  # the offset is part of the first IM line
+        data += b"\0\0"
+    struct.pack_into("<I", data, 4, len(data))
+    data += directory
+    lines = b": polyglot\nImage type: L image\nImage size (x*y): 16*16\n\x1a"
+    assert ifd == 8 and len(lines) <= len(directory)
+    data[8 : 8 + len(lines)] = lines
+    return bytes(data)
+
+
 def gif_screen_bomb() -> bytes:
     """A GIF whose logical screen and only frame claim 65535x65535 pixels."""
     screen = b"GIF89a" + struct.pack("<HH", 65535, 65535) + b"\x80\x00\x00" + b"\x00\x00\x00\xff\xff\xff"
@@ -418,6 +465,8 @@ def image_cases() -> list[ImageCase]:
         ),
         _a("jpeg with trailing bytes", "accepted/trailing.jpg", jpeg_with_trailing_garbage, PHOTO_A, "format"),
         _a("tiff (lzw)", "accepted/photo.tif", _fmt_a("TIFF", compression="tiff_lzw"), PHOTO_A, "format"),
+        _a("tiff that also parses as IM", "accepted/tiff-im-polyglot.tif", tiff_im_polyglot, PHOTO_A, "format"),
+        _a("32-bit grey tiff, all 70000", "accepted/constant-i32.tif", constant_wide_tiff, None, "bit depth"),
         _a("bmp", "accepted/photo.bmp", _fmt_a("BMP"), PHOTO_A, "format"),
         _a("webp lossy", "accepted/photo.webp", _fmt_a("WEBP", quality=90), PHOTO_A, "format"),
         _a("png named .jpg", "accepted/png-named.jpg", _png_a, PHOTO_A, "wrong extension"),
@@ -457,6 +506,16 @@ def image_cases() -> list[ImageCase]:
         ),
         _r("png 8000x6000 header", "refused/over-max-pixels.png", lambda: png_header(8000, 6000), "bomb", "8000x6000"),
         _r("png zlib bomb 9000x9000", "png-zlib-bomb.png", png_zlib_bomb, "bomb", "too large", committed=False),
+        _r(
+            "progressive jpeg with 3006 scans",
+            "scan-bomb.jpg",
+            progressive_scan_bomb,
+            "bomb",
+            "3,006 scans",
+            "limit",
+            committed=False,
+        ),
+        _r("float tiff 8000x5000", "float-8000x5000.tif", float_tiff_bomb, "bomb", "memory", committed=False),
         _r("gif 65535x65535", "refused/bomb.gif", gif_screen_bomb, "bomb", "too large"),
         _r("jpeg 65500x65500", "refused/bomb.jpg", lambda: jpeg_with_dimensions(65500, 65500), "bomb", "too large"),
         _r("tiff 100000x100000", "refused/bomb.tif", lambda: tiff_with_dimensions(100_000, 100_000), "bomb", "large"),
