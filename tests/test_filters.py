@@ -272,3 +272,200 @@ def test_to_sql_without_conditions_selects_everything() -> None:
     assert params == []
     db = sqlite3.connect(":memory:")
     assert db.execute(f"SELECT 5 WHERE {where}", params).fetchall() == [(5,)]
+
+
+# ----------------------------------------------------------------------------------------- bounds every engine takes
+
+
+@pytest.mark.parametrize(
+    ("filter", "words"),
+    [
+        ({"n": 2**63}, "64-bit"),  # equality beyond int64
+        ({"n": -(2**63)}, "64-bit"),
+        ({"n": [1, 2**64]}, "64-bit"),  # one-of
+        ({"n": 10**5000}, "64-bit"),  # more digits than Python will even print
+        ({"price": {"gte": 10**400}}, "finite"),  # no float value
+        ({"price": {"lt": 10**5000}}, "finite"),
+        ({"price": {"lt": float("inf")}}, "finite"),
+        ({"price": {"gt": float("-inf"), "lt": 1}}, "finite"),
+        ({"price": {"lte": float("nan")}}, "number"),
+        ({"n": float("inf")}, "finite"),
+        ({"n": [1.5, float("-inf")]}, "finite"),
+        ({"label": "\ud800"}, "Unicode"),  # a lone surrogate
+        ({"label": ["ok", "x\udfffy"]}, "Unicode"),
+    ],
+)
+def test_normalize_refuses_what_no_engine_can_compare(filter: dict[str, Any], words: str) -> None:
+    with pytest.raises(FilterError) as raised:
+        normalize(filter)
+    message = str(raised.value)
+    assert repr(next(iter(filter))) in message  # names the field
+    assert words in message
+    assert len(message) < 300  # a huge value is not copied into the message
+
+
+@pytest.mark.parametrize("value", [2**63 - 1, -(2**63) + 1, 2**53 + 1, 1.7976931348623157e308, "😀 é", "a\nb"])
+def test_normalize_accepts_the_edges_of_what_engines_take(value: Any) -> None:
+    assert normalize({"f": value}) == [Condition("f", "eq", (value,))]
+    assert normalize({"f": [value, 1]})[0].values == (value, 1)
+
+
+def test_normalize_accepts_a_large_integer_range_bound_as_a_float() -> None:
+    assert normalize({"f": {"lt": 10**30}}) == [Condition("f", "range", bounds=(("lt", 1e30),))]
+
+
+def test_one_of_limit_message_gives_the_count() -> None:
+    with pytest.raises(FilterError, match="at most 1,000 values, got 1,001"):
+        normalize({"f": list(range(1001))})
+    assert len(normalize({"f": list(range(1000))})[0].values) == 1000
+
+
+@pytest.mark.parametrize(
+    ("expression", "value"), [("label=inf", "inf"), ("label=NaN", "NaN"), ("n=-infinity", "-infinity")]
+)
+def test_parse_expressions_keeps_non_finite_words_as_text(expression: str, value: str) -> None:
+    assert parse_expressions([expression]) == {expression.split("=")[0]: value}
+
+
+def test_parse_expressions_refuses_an_infinite_bound() -> None:
+    with pytest.raises(FilterError):
+        parse_expressions(["price<inf"])
+
+
+# ----------------------------------------------------------------------------------------- SQL cost
+
+
+def _big_filter(fields: int, values: int) -> dict[str, Any]:
+    return {f"f{j}": [f"v{v}" for v in range(values)] for j in range(fields)}
+
+
+@pytest.mark.parametrize(
+    ("make", "least"),
+    [
+        (lambda n: [f"v{i}" for i in range(n)], 1),  # text
+        (lambda n: list(range(n)), 1),  # integers
+        (lambda n: [i / 4 for i in range(n)], 1),  # reals
+        (lambda n: [f"v{i}" if i % 2 else i for i in range(n)], 2),  # text and numbers
+        (lambda n: [True, False, "1", *range(n - 3)], 4),  # every type
+    ],
+    ids=["text", "int", "real", "text+number", "all-types"],
+)
+def test_sql_statement_size_does_not_grow_with_the_values(make: Any, least: int) -> None:
+    few = to_sql(normalize({"f": make(least)}))
+    thousand = to_sql(normalize({"f": make(1000)}))
+    assert thousand[0] == few[0]  # the same statement, whatever the number of values
+    assert len(thousand[1]) == len(few[1]) <= 7
+    assert len(thousand[0]) < 400
+
+
+def test_sql_statement_grows_with_the_fields_only() -> None:
+    one = to_sql(normalize(_big_filter(1, 1)))
+    widest = to_sql(normalize(_big_filter(64, 1000)))
+    assert widest[0] == " AND ".join([one[0]] * 64)  # field names and values are parameters, not SQL text
+    assert len(widest[1]) == 64 * len(one[1])
+
+
+def _table(rows: list[dict[str, Any]]) -> sqlite3.Connection:
+    db = sqlite3.connect(":memory:")
+    db.execute("CREATE TABLE items (rid INTEGER PRIMARY KEY, metadata TEXT NOT NULL)")
+    db.executemany(
+        "INSERT INTO items VALUES (?, ?)",
+        [(i, json.dumps(row, ensure_ascii=False, sort_keys=True)) for i, row in enumerate(rows)],
+    )
+    return db
+
+
+def _sql_answer(db: sqlite3.Connection, conditions: list[Condition]) -> set[int]:
+    where, params = to_sql(conditions)
+    return {r[0] for r in db.execute(f"SELECT rid FROM items WHERE {where}", params)}
+
+
+def test_sql_values_are_looked_up_once_per_query() -> None:
+    """The one-of test is a list subquery (a temporary index built once), not one comparison per value."""
+    db = _table([{"f": 1}])
+    where, params = to_sql(normalize({"f": list(range(1000))}))
+    plan = " | ".join(row[3] for row in db.execute(f"EXPLAIN QUERY PLAN SELECT rid FROM items WHERE {where}", params))
+    assert "LIST SUBQUERY" in plan and "CORRELATED" not in plan, plan
+    opcodes = [row[1] for row in db.execute(f"EXPLAIN SELECT rid FROM items WHERE {where}", params)]
+    assert "Once" in opcodes and "OpenEphemeral" in opcodes
+
+
+def test_a_one_of_list_of_exactly_max_values_answers() -> None:
+    rows = [{"f": i} for i in range(0, 3000, 3)] + [{"f": f"{i}"} for i in range(100)] + [{"f": True}]
+    conditions = normalize({"f": list(range(1000))})  # was "Expression tree is too large (maximum depth 1000)"
+    assert _sql_answer(_table(rows), conditions) == {i for i, row in enumerate(rows) if matches(row, conditions)}
+    assert len(_sql_answer(_table(rows), conditions)) == 334
+
+
+def test_the_largest_filter_allowed_answers_like_matches() -> None:
+    rng = random.Random(5)
+    rows = [{f"f{j}": f"v{rng.randint(0, 1200)}" for j in range(64) if rng.random() < 0.97} for _ in range(300)]
+    rows += [{f"f{j}": f"v{j}" for j in range(64)}]  # passes every condition
+    conditions = normalize(_big_filter(64, 1000))
+    answer = _sql_answer(_table(rows), conditions)
+    assert answer == {i for i, row in enumerate(rows) if matches(row, conditions)}
+    assert len(rows) - 1 in answer
+
+
+EDGE_VALUES: list[Any] = [
+    True, False, 0, 1, -1, 1.0, 0.5, -0.0, 2, 2.0, 2**53, 2**53 + 1, 2**63 - 1, -(2**63) + 1, 1e300,
+    "1", "1.0", "true", "false", "0", "", " ", "a", "A", "é", "😀", 'qu"ote', "back\\slash", "new\nline", "[1]",
+]  # fmt: skip
+ODD_METADATA: list[Any] = [None, [1], ["a"], {"a": 1}, [], {}]
+
+
+def test_sql_agrees_with_matches_on_large_mixed_lists() -> None:
+    """1 vs 1.0 vs "1" vs true, 2**53 + 1 vs 2**53, huge and tiny numbers, in lists of up to 1,000 values."""
+    rng = random.Random(99)
+    pool = EDGE_VALUES + [f"w{i}" for i in range(1500)] + list(range(-500, 1500)) + [i / 8 for i in range(800)]
+    rows = [{"f": value} for value in EDGE_VALUES + ODD_METADATA]
+    rows += [{"f": rng.choice(pool), "g": rng.choice(pool)} for _ in range(600)]
+    rows += [{}, {"g": 1}]
+    db = _table(rows)
+    non_trivial = 0
+    for _ in range(150):
+        filter: dict[str, Any] = {}
+        for field in rng.sample(["f", "g"], rng.randint(1, 2)):
+            roll = rng.random()
+            if roll < 0.2:
+                filter[field] = rng.choice(EDGE_VALUES)
+            elif roll < 0.85:
+                filter[field] = rng.sample(pool, rng.choice([1, 2, 5, 50, 400, 1000]))
+            else:
+                filter[field] = {rng.choice(["gt", "gte"]): rng.choice([-1, 0, 0.5, 2**53]), "lte": 1e300}
+        conditions = normalize(filter)
+        expected = {i for i, row in enumerate(rows) if matches(row, conditions)}
+        assert _sql_answer(db, conditions) == expected, filter
+        non_trivial += 0 < len(expected) < len(rows)
+    assert non_trivial > 50
+
+
+@pytest.mark.parametrize("value", EDGE_VALUES)
+def test_sql_agrees_with_matches_on_each_edge_value(value: Any) -> None:
+    rows = [{"f": v} for v in EDGE_VALUES + ODD_METADATA]
+    db = _table(rows)
+    for filter in ({"f": value}, {"f": [value, "zz"]}, {"f": [value, 12345]}, {"f": [value, False]}):
+        conditions = normalize(filter)
+        assert _sql_answer(db, conditions) == {i for i, row in enumerate(rows) if matches(row, conditions)}, filter
+
+
+@pytest.mark.parametrize(
+    "bounds",
+    [
+        {"gt": 1, "gte": 1},
+        {"gt": 1, "gte": 2},
+        {"gt": 2, "gte": 1},
+        {"lt": 1, "lte": 1},
+        {"lt": 1, "lte": 0.5},
+        {"lt": 0.5, "lte": 1},
+        {"gt": 0, "gte": 0, "lt": 2, "lte": 2},
+        {"gte": 2, "lte": 1},
+        {"gte": 2**53, "lt": 2**63},
+    ],
+)
+def test_sql_ranges_with_several_bounds_agree_with_matches(bounds: dict[str, Any]) -> None:
+    rows = [{"f": v} for v in [0, 0.5, 1, 1.0, 1.5, 2, 2.5, 3, 2**53, 2**53 + 1, 2**63 - 1, True, "1", None]]
+    conditions = normalize({"f": bounds})
+    assert _sql_answer(_table(rows), conditions) == {i for i, row in enumerate(rows) if matches(row, conditions)}
+    where, _ = to_sql(conditions)
+    assert where.count("json_extract") <= 2  # a lower and an upper bound at most: one parse of the row each

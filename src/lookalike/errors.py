@@ -20,6 +20,10 @@ class IndexError_(LookalikeError):
     """The index is missing, unreadable, or asked to do something it cannot."""
 
 
+class BackendUnavailableError(IndexError_):
+    """The index server (OpenSearch, Milvus) cannot be reached or is overloaded: not the caller's fault (503)."""
+
+
 class ModelMismatchError(IndexError_):
     """The index was built with another model (or dimension, or preprocessing) than the one in use."""
 
@@ -50,3 +54,11 @@ class PayloadTooLargeError(LookalikeError):
 
 class NotFoundError(LookalikeError):
     """An item id is not in the index."""
+
+
+class BusyError(LookalikeError):
+    """The server is at its bound for this kind of work (URL fetches, image decodes): retry shortly (503)."""
+
+    def __init__(self, message: str, retry_after: int = 1) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after

@@ -47,7 +47,7 @@ import faiss
 import numpy as np
 
 from lookalike.errors import IndexError_, VectorSizeError
-from lookalike.index import filters
+from lookalike.index import filters, validate
 from lookalike.index.base import Filter, IndexSettings, Item, SearchResult, VectorIndex, score_from_distance
 
 SQLITE_NAME = "index.sqlite"
@@ -310,11 +310,8 @@ class EmbeddedIndex(VectorIndex):
     def add(self, items: Sequence[Item]) -> None:
         if not items:
             return
-        vectors = self._validated_vectors(items)
-        metadata = [_metadata_json(item) for item in items]
+        vectors, metadata = validate.check_items(items, self.settings.dim, self.settings.metric)
         ids = [item.id for item in items]
-        if len(set(ids)) != len(ids):
-            raise IndexError_("the same id appears twice in one add")
         with self._lock:
             with self._db:
                 self._db.execute("BEGIN IMMEDIATE")  # the write lock first, so no one commits between
@@ -357,24 +354,6 @@ class EmbeddedIndex(VectorIndex):
             self._mark_dead(list(found.values()))
             self._dirty = self._dirty or bool(found)
             return len(found)
-
-    def _validated_vectors(self, items: Sequence[Item]) -> np.ndarray:
-        """Check every vector before anything is written, so a bad batch changes nothing."""
-        vectors = np.empty((len(items), self.settings.dim), dtype=np.float32)
-        for row, item in enumerate(items):
-            if not isinstance(item.id, str) or not item.id:
-                raise IndexError_(f"item ids must be non-empty strings, got {item.id!r}")
-            if item.vector is None:
-                raise VectorSizeError(f"item {item.id!r} has no vector")
-            vector = np.asarray(item.vector, dtype=np.float32).reshape(-1)
-            if vector.shape[0] != self.settings.dim:
-                raise VectorSizeError(
-                    f"item {item.id!r} has a {vector.shape[0]}-d vector; this index holds {self.settings.dim}-d"
-                )
-            if not np.isfinite(vector).all():
-                raise VectorSizeError(f"item {item.id!r} has a vector with NaN or infinite values")
-            vectors[row] = vector
-        return vectors
 
     def _vids_of(self, ids: Sequence[str]) -> dict[str, int]:
         found: dict[str, int] = {}
@@ -458,22 +437,20 @@ class EmbeddedIndex(VectorIndex):
     ) -> list[SearchResult]:
         if not isinstance(k, int) or isinstance(k, bool) or k < 1:
             raise IndexError_(f"k must be a positive integer, got {k!r}")
-        query = np.asarray(vector, dtype=np.float32).reshape(-1)
-        if query.shape[0] != self.settings.dim:
-            raise VectorSizeError(f"query vector is {query.shape[0]}-d; this index holds {self.settings.dim}-d")
-        if not np.isfinite(query).all():
-            raise VectorSizeError("query vector has NaN or infinite values")
+        query = validate.check_query(vector, self.settings.dim, self.settings.metric)
         conditions = filters.normalize(filter)
+        # Compiled before taking the lock: only running the statement holds it up for other requests.
+        where = filters.to_sql(conditions) if conditions else None
         with self._lock:
             self._catch_up()
             if not (self._mapped or isinstance(_core(self._faiss), faiss.IndexHNSW)):
                 self._flush_pending()  # cheap to add to anything but a graph or a mapped (read-only) checkpoint
-            allowed = self._allowed(conditions)
+            allowed = self._allowed(where)
             n_allowed = int(allowed.sum())
             # A quantized re-scoring store's distances are re-checked with the floats (not while staging: a
             # float brute force is exact already).
             rescore = self.settings.rerank_encoding != "none" and self.settings.rerank > 0 and not self._staging()
-            pending = self._search_pending(query, conditions, k)
+            pending = self._search_pending(query, where, k)
             if n_allowed == 0 and pending is None:
                 return []
             distances, positions = np.zeros(0, dtype=np.float32), np.zeros(0, dtype=np.int64)
@@ -499,7 +476,7 @@ class EmbeddedIndex(VectorIndex):
             return self._results(distances, vids, k, query if rescore else None)
 
     def _search_pending(
-        self, query: np.ndarray, conditions: list[filters.Condition], k: int
+        self, query: np.ndarray, where: tuple[str, list[Any]] | None, k: int
     ) -> tuple[np.ndarray, np.ndarray] | None:
         """Brute force over the vectors committed but not yet in the graph: (raw distances, vids), or None.
 
@@ -512,9 +489,9 @@ class EmbeddedIndex(VectorIndex):
         if self._pending_cache is None or self._pending_cache[0] != vids.size:
             self._pending_cache = (vids.size, self._for_faiss(np.concatenate(self._pending_vectors)))
         vectors = self._pending_cache[1]
-        if conditions:
-            where, params = filters.to_sql(conditions)
-            passing = self._db.execute(f"SELECT vid FROM items WHERE vid >= ? AND {where}", [int(vids[0]), *params])
+        if where is not None:
+            clause, params = where
+            passing = self._db.execute(f"SELECT vid FROM items WHERE vid >= ? AND {clause}", [int(vids[0]), *params])
             keep = np.isin(vids, np.fromiter((r[0] for r in passing), dtype=np.int64))
             vids, vectors = vids[keep], vectors[keep]
             if not vids.size:
@@ -523,13 +500,14 @@ class EmbeddedIndex(VectorIndex):
         distances, order = faiss.knn(self._for_faiss(query[None]), vectors, min(k, vids.size), metric=metric)
         return distances[0], vids[order[0]]
 
-    def _allowed(self, conditions: list[filters.Condition]) -> np.ndarray:
-        """Mask over FAISS positions of live items that pass the filter."""
-        if not conditions:
+    def _allowed(self, where: tuple[str, list[Any]] | None) -> np.ndarray:
+        """Mask over FAISS positions of live items that pass the filter, compiled by ``filters.to_sql`` (None:
+        no filter). The statement's size does not grow with the number of values, so preparing it is cheap."""
+        if where is None:
             return self._live
-        where, params = filters.to_sql(conditions)
+        clause, params = where
         vids = np.fromiter(
-            (r[0] for r in self._db.execute(f"SELECT vid FROM items WHERE {where}", params)), dtype=np.int64
+            (r[0] for r in self._db.execute(f"SELECT vid FROM items WHERE {clause}", params)), dtype=np.int64
         )
         mask = np.zeros_like(self._live)
         mask[self._positions(np.sort(vids))] = True
@@ -909,15 +887,6 @@ class EmbeddedIndex(VectorIndex):
         if newest is not None and newest - oldest >= 2 * TOMBSTONES_KEPT:
             with self._db:
                 self._db.execute("DELETE FROM deleted_vids WHERE seq <= ?", (newest - TOMBSTONES_KEPT,))
-
-
-def _metadata_json(item: Item) -> str:
-    """Metadata as strict JSON: NaN or Infinity would be stored as text SQLite's JSON functions reject, which
-    would break every filtered search and ``facets`` on the whole index."""
-    try:
-        return json.dumps(item.metadata, ensure_ascii=False, sort_keys=True, allow_nan=False)
-    except (TypeError, ValueError) as error:
-        raise IndexError_(f"item {item.id!r} has metadata that is not plain JSON: {error}") from error
 
 
 def _connect(path: Path) -> sqlite3.Connection:

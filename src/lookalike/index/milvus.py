@@ -49,8 +49,8 @@ from typing import Any
 
 import numpy as np
 
-from lookalike.errors import FilterError, IndexError_, VectorSizeError
-from lookalike.index import filters
+from lookalike.errors import BackendUnavailableError, FilterError, IndexError_, VectorSizeError
+from lookalike.index import filters, validate
 from lookalike.index.base import (
     Filter,
     IndexSettings,
@@ -77,10 +77,10 @@ else:
 
 FORMAT = 1
 """Version of the collection layout, recorded in the description."""
-MAX_ID_BYTES = 512
-MAX_TEXT_BYTES = 65_535
+MAX_ID_BYTES = validate.MAX_ID_BYTES
+MAX_TEXT_BYTES = validate.MAX_TEXT_BYTES
 """Milvus's largest VARCHAR, for location and content hash."""
-MAX_METADATA_BYTES = 65_536
+MAX_METADATA_BYTES = validate.MAX_METADATA_BYTES
 """Milvus 2.3 refuses a JSON value longer than this (as pymilvus encodes it)."""
 MAX_DIM = 32_768
 MAX_TOPK = 16_384
@@ -93,7 +93,7 @@ DEFAULT_TIMEOUT = 10.0
 """Seconds to wait for a connection (pass ``timeout=`` to create/open/exists to change it)."""
 CONSISTENCY_LEVELS = ("Strong", "Session", "Bounded", "Eventually")
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,254}$")
-_INT64 = (-(2**63), 2**63 - 1)
+_INT64 = (filters.INT64_MIN, filters.INT64_MAX)
 
 
 class MilvusIndex(VectorIndex):
@@ -217,34 +217,13 @@ class MilvusIndex(VectorIndex):
                 self._dirty = True
 
     def _validated_rows(self, items: Sequence[Item]) -> list[tuple[Any, ...]]:
-        """Every check before anything is written, in the embedded index's order, so a bad batch changes nothing."""
-        vectors = np.empty((len(items), self.settings.dim), dtype=np.float32)
-        for row, item in enumerate(items):
-            if not isinstance(item.id, str) or not item.id:
-                raise IndexError_(f"item ids must be non-empty strings, got {item.id!r}")
-            if item.vector is None:
-                raise VectorSizeError(f"item {item.id!r} has no vector")
-            vector = np.asarray(item.vector, dtype=np.float32).reshape(-1)
-            if vector.shape[0] != self.settings.dim:
-                raise VectorSizeError(
-                    f"item {item.id!r} has a {vector.shape[0]}-d vector; this index holds {self.settings.dim}-d"
-                )
-            if not np.isfinite(vector).all():
-                raise VectorSizeError(f"item {item.id!r} has a vector with NaN or infinite values")
-            vectors[row] = vector
-        metadata = [_plain_metadata(item) for item in items]
-        ids = [item.id for item in items]
-        if len(set(ids)) != len(ids):
-            raise IndexError_("the same id appears twice in one add")
-        for item in items:
-            if _utf8_length(item.id, "id") > MAX_ID_BYTES:
-                raise IndexError_(f"item id {item.id[:40]!r}... is longer than {MAX_ID_BYTES} bytes (UTF-8)")
-            for field in ("location", "content_hash"):
-                value = getattr(item, field)
-                if value is not None and not isinstance(value, str):
-                    raise IndexError_(f"item {item.id!r}: {field} must be a string or None, got {value!r}")
-                if value is not None and _utf8_length(value, field) > MAX_TEXT_BYTES:
-                    raise IndexError_(f"item {item.id!r}: {field} is longer than {MAX_TEXT_BYTES} bytes")
+        """The shared contract's checks (lookalike.index.validate), then Milvus's own JSON-size limit, before
+        anything is written, so a bad batch changes nothing."""
+        vectors, texts = validate.check_items(items, self.settings.dim, self.settings.metric)
+        metadata = [json.loads(text) for text in texts]
+        for item, meta in zip(items, metadata, strict=True):
+            if len(_encode_json(meta)) > MAX_METADATA_BYTES:
+                raise IndexError_(f"item {item.id!r} has more than {MAX_METADATA_BYTES} bytes of metadata (as JSON)")
         return [
             (item.id, vector, item.location or "", item.content_hash or "", meta)
             for item, vector, meta in zip(items, vectors.tolist(), metadata, strict=True)
@@ -277,11 +256,7 @@ class MilvusIndex(VectorIndex):
     ) -> list[SearchResult]:
         if not isinstance(k, int) or isinstance(k, bool) or k < 1:
             raise IndexError_(f"k must be a positive integer, got {k!r}")
-        query = np.asarray(vector, dtype=np.float32).reshape(-1)
-        if query.shape[0] != self.settings.dim:
-            raise VectorSizeError(f"query vector is {query.shape[0]}-d; this index holds {self.settings.dim}-d")
-        if not np.isfinite(query).all():
-            raise VectorSizeError("query vector has NaN or infinite values")
+        query = validate.check_query(vector, self.settings.dim, self.settings.metric)
         expression = to_expression(filters.normalize(filter))
         self._check_open()
         if expression is None:  # a condition nothing can satisfy
@@ -502,7 +477,11 @@ def to_expression(conditions: Iterable[filters.Condition], column: str = "metada
     Milvus 2.3 compares JSON values by type, as ``matches`` does: ``== 1`` matches 1 and 1.0 but neither true
     nor "1"; ``== true`` matches only true; ``== "1"`` only the string; ranges only numbers (never booleans or
     strings); a missing field matches nothing. A one-of list mixing types is split into one ``in`` per type
-    (Milvus refuses a mixed list).
+    (Milvus refuses a mixed list), so the expression grows linearly with the filter.
+
+    The fields' clauses are combined in pairs, ``((a and b) and (c and d))``: Milvus 2.3 nests a plain chain
+    ``a and b and c ...`` one level per clause and fails past 49 (measured on 2.3.5: "unsupported expr proto
+    node"); paired, the 64 fields a filter may test nest 6 levels deep.
     """
     clauses = []
     for condition in conditions:
@@ -531,6 +510,9 @@ def to_expression(conditions: Iterable[filters.Condition], column: str = "metada
             if not parts:  # only infinite bounds that every number meets: "is a number"
                 parts = [f"({path} >= 0 or {path} < 0)"]
             clauses.append("(" + " and ".join(parts) + ")")
+    while len(clauses) > 2:
+        pairs = [clauses[i : i + 2] for i in range(0, len(clauses), 2)]
+        clauses = [f"({pair[0]} and {pair[1]})" if len(pair) == 2 else pair[0] for pair in pairs]
     return " and ".join(clauses)
 
 
@@ -615,7 +597,7 @@ def _connect(uri: str, connection: dict[str, Any]) -> str:
         connections.connect(alias=alias, uri=uri, **options)
     except MilvusException as error:
         _disconnect(alias)
-        raise IndexError_(f"cannot reach Milvus at {uri}: {error.message}") from error
+        raise BackendUnavailableError(f"cannot reach Milvus at {uri}: {error.message}") from error
     return alias
 
 
@@ -627,11 +609,28 @@ def _disconnect(alias: str) -> None:
 
 @contextmanager
 def _errors(action: str) -> Iterator[None]:
-    """Milvus's failures as IndexError_ naming what was being done."""
+    """Milvus's failures as IndexError_ naming what was being done; an unreachable or overloaded server as
+    BackendUnavailableError (a 503 through the API: the client did nothing wrong)."""
     try:
         yield
     except MilvusException as error:
-        raise IndexError_(f"Milvus failed {action}: {error.message}") from error
+        kind = BackendUnavailableError if _is_outage(error) else IndexError_
+        raise kind(f"Milvus failed {action}: {error.message}") from error
+    except Exception as error:  # raw gRPC errors escape pymilvus when the channel itself breaks
+        if type(error).__module__.startswith("grpc"):
+            raise BackendUnavailableError(f"Milvus failed {action}: {error}") from error
+        raise
+
+
+_OUTAGE_WORDS = ("unavailable", "deadline_exceeded", "deadline exceeded", "connection refused", "fail connecting")
+
+
+def _is_outage(error: Exception) -> bool:
+    """Whether a pymilvus error means the server is gone or overloaded, rather than a refused request."""
+    if type(error).__name__ in ("MilvusUnavailableException", "ConnectError", "ConnectionNotExistException"):
+        return True
+    text = f"{getattr(error, 'message', '')} {error}".lower()
+    return any(word in text for word in _OUTAGE_WORDS)
 
 
 def _settings_from(collection: Any, uri: str, name: str) -> IndexSettings:
@@ -648,13 +647,6 @@ def _metric(settings: IndexSettings) -> str:
     return "COSINE" if settings.metric == "cosine" else "L2"
 
 
-def _utf8_length(text: str, what: str) -> int:
-    try:
-        return len(text.encode("utf-8"))
-    except UnicodeEncodeError as error:
-        raise IndexError_(f"{what} {text[:40]!r} is not valid Unicode: {error}") from error
-
-
 def _storable_id(value: Any) -> bool:
     if not isinstance(value, str) or not value:
         return False
@@ -662,21 +654,6 @@ def _storable_id(value: Any) -> bool:
         return len(value.encode("utf-8")) <= MAX_ID_BYTES
     except UnicodeEncodeError:
         return False
-
-
-def _plain_metadata(item: Item) -> dict[str, Any]:
-    """Metadata as a fresh plain-JSON object (what the embedded index accepts), small enough for Milvus."""
-    if not isinstance(item.metadata, dict):
-        raise IndexError_(f"item {item.id!r} has metadata that is not an object: {item.metadata!r}")
-    try:
-        text = json.dumps(item.metadata, ensure_ascii=False, sort_keys=True, allow_nan=False)
-    except (TypeError, ValueError) as error:
-        raise IndexError_(f"item {item.id!r} has metadata that is not plain JSON: {error}") from error
-    _utf8_length(text, f"item {item.id!r}: metadata")
-    plain = json.loads(text)
-    if len(_encode_json(plain)) > MAX_METADATA_BYTES:
-        raise IndexError_(f"item {item.id!r} has more than {MAX_METADATA_BYTES} bytes of metadata (as JSON)")
-    return plain
 
 
 def _encode_json(value: Any) -> bytes:

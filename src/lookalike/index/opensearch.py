@@ -55,8 +55,8 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 import numpy as np
 
-from lookalike.errors import IndexError_, VectorSizeError
-from lookalike.index import filters
+from lookalike.errors import BackendUnavailableError, IndexError_, VectorSizeError
+from lookalike.index import filters, validate
 from lookalike.index.base import (
     Filter,
     IndexSettings,
@@ -85,7 +85,7 @@ SPACE_TYPES = {"l2": "l2", "cosine": "cosinesimil"}
 MAX_K = 10_000
 """The k-NN query's limit on k, and the default ``index.max_result_window`` for the exact query's size."""
 MAX_DIM = 16_000
-MAX_ID_BYTES = 512
+MAX_ID_BYTES = validate.MAX_ID_BYTES
 BULK_BYTES = 8 * 1024 * 1024
 """Bulk requests stay under this estimate: AWS domains accept 10 MiB bodies on their smallest instances."""
 PIT_KEEP_ALIVE = "5m"
@@ -300,11 +300,8 @@ class OpenSearchIndex(VectorIndex):
     def add(self, items: Sequence[Item]) -> None:
         if not items:
             return
-        vectors = self._validated_vectors(items)
-        metadata = [_plain_metadata(item) for item in items]
-        ids = [item.id for item in items]
-        if len(set(ids)) != len(ids):
-            raise IndexError_("the same id appears twice in one add")
+        vectors, texts = validate.check_items(items, self.settings.dim, self.settings.metric)
+        metadata = [json.loads(text) for text in texts]
         actions: list[dict[str, Any]] = []
         for item, meta, vector in zip(items, metadata, vectors, strict=True):
             actions.append({"index": {"_id": item.id}})
@@ -353,30 +350,6 @@ class OpenSearchIndex(VectorIndex):
 
     def _put_settings(self, values: dict[str, Any]) -> None:
         self._call("change settings", self.client.indices.put_settings, index=self.name, body={"index": values})
-
-    def _validated_vectors(self, items: Sequence[Item]) -> np.ndarray:
-        """Check every item before anything is sent, so a bad batch changes nothing (as the embedded index)."""
-        vectors = np.empty((len(items), self.settings.dim), dtype=np.float32)
-        for row, item in enumerate(items):
-            if not isinstance(item.id, str) or not item.id:
-                raise IndexError_(f"item ids must be non-empty strings, got {item.id!r}")
-            if len(item.id.encode("utf-8")) > MAX_ID_BYTES:
-                raise IndexError_(f"item id {item.id[:40]!r}... is longer than OpenSearch's {MAX_ID_BYTES}-byte limit")
-            if item.vector is None:
-                raise VectorSizeError(f"item {item.id!r} has no vector")
-            vector = np.asarray(item.vector, dtype=np.float32).reshape(-1)
-            if vector.shape[0] != self.settings.dim:
-                raise VectorSizeError(
-                    f"item {item.id!r} has a {vector.shape[0]}-d vector; this index holds {self.settings.dim}-d"
-                )
-            if not np.isfinite(vector).all():
-                raise VectorSizeError(f"item {item.id!r} has a vector with NaN or infinite values")
-            if self.settings.metric == "cosine" and not vector.any():
-                raise VectorSizeError(
-                    f"item {item.id!r} has a zero vector, which has no cosine (OpenSearch rejects it)"
-                )
-            vectors[row] = vector
-        return vectors
 
     def _bulk(self, actions: list[dict[str, Any]], what: str) -> list[dict[str, Any]]:
         response = self._call(what, self.client.bulk, index=self.name, body=actions)
@@ -450,14 +423,7 @@ class OpenSearchIndex(VectorIndex):
         return 2.0 - score if exact else 2.0 - 2.0 * score
 
     def _query_vector(self, vector: np.ndarray) -> np.ndarray:
-        query = np.asarray(vector, dtype=np.float32).reshape(-1)
-        if query.shape[0] != self.settings.dim:
-            raise VectorSizeError(f"query vector is {query.shape[0]}-d; this index holds {self.settings.dim}-d")
-        if not np.isfinite(query).all():
-            raise VectorSizeError("query vector has NaN or infinite values")
-        if self.settings.metric == "cosine" and not query.any():
-            raise VectorSizeError("query vector is all zeros, which has no cosine")
-        return query
+        return validate.check_query(vector, self.settings.dim, self.settings.metric)
 
     def _filter_clauses(self, conditions: list[filters.Condition]) -> list[dict[str, Any]] | None:
         if not conditions:
@@ -693,14 +659,6 @@ def _original_length(vector: np.ndarray, norm: float | None) -> np.ndarray:
     return (vector * np.float32(norm / length)).astype(np.float32)
 
 
-def _plain_metadata(item: Item) -> dict[str, Any]:
-    """Metadata as strict JSON, checked before anything is sent (NaN, numpy values and the like are refused)."""
-    try:
-        return json.loads(json.dumps(item.metadata, allow_nan=False))
-    except (TypeError, ValueError) as error:
-        raise IndexError_(f"item {item.id!r} has metadata that is not plain JSON: {error}") from error
-
-
 def _possible_id(value: Any) -> bool:
     return isinstance(value, str) and 0 < len(value.encode("utf-8")) <= MAX_ID_BYTES
 
@@ -731,7 +689,7 @@ def _call(where: str, name: str, what: str, method: Callable[..., Any], /, **kwa
 
 def _client_failure(error: Exception, where: str, name: str, what: str) -> IndexError_:
     if isinstance(error, _Unreachable):
-        return IndexError_(
+        return BackendUnavailableError(
             f"cannot reach OpenSearch at {where} to {what} (index {name!r}): {error}. "
             "Is the server running, and are the URL's scheme (http/https) and port right?"
         )
@@ -743,6 +701,10 @@ def _client_failure(error: Exception, where: str, name: str, what: str) -> Index
 
 def _server_failure(status: int, info: Any, where: str, name: str, what: str) -> IndexError_:
     reason = _reason(info)
+    if status in (429, 502, 503, 504):  # overloaded or restarting: the request itself may be fine (a 503 to ours)
+        return BackendUnavailableError(
+            f"OpenSearch at {where} is unavailable to {what} on index {name!r} (HTTP {status}): {reason}"
+        )
     if status == 404 and "index_not_found" in reason:
         return IndexError_(
             f"no OpenSearch index {name!r} at {where} (build one with: lookalike index SOURCE --backend opensearch)"

@@ -1,0 +1,156 @@
+"""What every backend accepts, checked once before anything is written: the write half of the index contract.
+
+The limits are the tightest any backend has, stated here as data, so an item that one backend takes every
+other backend takes too (a catalogue migrates without surprises) and a bad item is refused whole, before a
+byte reaches SQLite, OpenSearch or Milvus: a batch with one bad item changes nothing.
+
+Metadata gets the strictest treatment because it comes from outside (manifest columns, the API's ``metadata``
+field) and is read back on every search that returns the item: a value that can be stored but not read back
+(a nesting too deep for the JSON encoders of the response, an integer no engine can compare, a lone UTF-16
+surrogate, NaN) would poison every later answer that contains the item, so it must never be stored.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from lookalike.errors import IndexError_, VectorSizeError
+from lookalike.index import filters
+
+MAX_ID_BYTES = 512
+"""OpenSearch's ``_id`` limit; Milvus is given the same (its VARCHAR primary key is declared that long)."""
+MAX_TEXT_BYTES = 65_535
+"""Location and content hash: Milvus's longest VARCHAR."""
+MAX_METADATA_BYTES = 65_536
+"""Metadata as compact JSON (no spaces after separators): Milvus's JSON field limit; ample for a product."""
+MAX_METADATA_DEPTH = 32
+"""Nesting levels of objects and lists: product metadata is flat or nearly so, and the response encoders
+(pydantic, Python's json) refuse or recurse on a few hundred."""
+INT64_MIN, INT64_MAX = filters.INT64_MIN, filters.INT64_MAX
+"""SQLite, OpenSearch's ``long`` and Milvus's JSON store integers as signed 64-bit; -2**63 is left out, as
+filters must leave it out (Milvus cannot parse it as a literal), so that every stored integer can be found."""
+
+
+def check_id(item_id: Any) -> str:
+    """An id every backend can store: any text (folder ingests make ``tops/item-05.jpg``, manifests anything)
+    up to :data:`MAX_ID_BYTES`; the web API refuses control characters on top, as a face's own rule."""
+    if not isinstance(item_id, str) or not item_id:
+        raise IndexError_(f"item ids must be non-empty strings, got {item_id!r}")
+    size = _utf8_size(item_id, f"item id {item_id[:40]!r}")
+    if size > MAX_ID_BYTES:
+        raise IndexError_(f"item id {item_id[:40]!r}... is {size:,} bytes long (UTF-8); at most {MAX_ID_BYTES} allowed")
+    return item_id
+
+
+def check_vector(item_id: str, vector: Any, dim: int, metric: str) -> np.ndarray:
+    """The item's vector as float32 of the index's dimension, finite, and with a direction under cosine."""
+    if vector is None:
+        raise VectorSizeError(f"item {item_id!r} has no vector")
+    try:
+        array = np.asarray(vector, dtype=np.float32).reshape(-1)
+    except (TypeError, ValueError) as error:
+        raise VectorSizeError(f"item {item_id!r} has a vector that is not a list of numbers: {error}") from None
+    if array.shape[0] != dim:
+        raise VectorSizeError(f"item {item_id!r} has a {array.shape[0]}-d vector; this index holds {dim}-d")
+    if not np.isfinite(array).all():
+        raise VectorSizeError(f"item {item_id!r} has a vector with NaN or infinite values (or beyond float32)")
+    if metric == "cosine" and not array.any():
+        raise VectorSizeError(f"item {item_id!r} has a zero vector, which has no direction to compare by cosine")
+    return array
+
+
+def check_query(vector: Any, dim: int, metric: str) -> np.ndarray:
+    """A query vector: the index's dimension, finite, and not zero under cosine (it would match nothing)."""
+    query = np.asarray(vector, dtype=np.float32).reshape(-1)
+    if query.shape[0] != dim:
+        raise VectorSizeError(f"query vector is {query.shape[0]}-d; this index holds {dim}-d")
+    if not np.isfinite(query).all():
+        raise VectorSizeError("query vector has NaN or infinite values")
+    if metric == "cosine" and not query.any():
+        raise VectorSizeError("query vector is all zeros, which has no direction to compare by cosine")
+    return query
+
+
+def check_metadata(item_id: str, metadata: Any) -> str:
+    """Metadata as canonical JSON text (sorted keys, UTF-8), after checking it is plain, bounded JSON."""
+    if not isinstance(metadata, dict):
+        raise IndexError_(f"item {item_id!r} has metadata that is not an object: {type(metadata).__name__}")
+    _check_json_value(item_id, metadata)
+    text = json.dumps(metadata, ensure_ascii=False, sort_keys=True, allow_nan=False)  # as stored since 0.1
+    size = len(json.dumps(metadata, ensure_ascii=False, separators=(",", ":")).encode("utf-8"))  # compact
+    if size > MAX_METADATA_BYTES:
+        raise IndexError_(f"item {item_id!r} has {size:,} bytes of metadata (as JSON); at most {MAX_METADATA_BYTES:,}")
+    return text
+
+
+def check_text(item_id: str, value: Any, what: str) -> str | None:
+    """Location or content hash: None or a string of bounded length."""
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise IndexError_(f"item {item_id!r}: {what} must be a string or None, got {type(value).__name__}")
+    if _utf8_size(value, f"item {item_id!r}: {what}") > MAX_TEXT_BYTES:
+        raise IndexError_(f"item {item_id!r}: {what} is longer than {MAX_TEXT_BYTES:,} bytes")
+    return value
+
+
+def check_items(items: Sequence[Any], dim: int, metric: str) -> tuple[np.ndarray, list[str]]:
+    """Every item of one add, checked before anything is written: (vectors, metadata JSON texts)."""
+    vectors = np.empty((len(items), dim), dtype=np.float32)
+    texts: list[str] = []
+    seen: set[str] = set()
+    for row, item in enumerate(items):
+        item_id = check_id(item.id)
+        if item_id in seen:
+            raise IndexError_(f"the same id appears twice in one add: {item_id!r}")
+        seen.add(item_id)
+        vectors[row] = check_vector(item_id, item.vector, dim, metric)
+        texts.append(check_metadata(item_id, item.metadata))
+        check_text(item_id, item.location, "location")
+        check_text(item_id, item.content_hash, "content_hash")
+    return vectors, texts
+
+
+def _check_json_value(item_id: str, root: dict[str, Any]) -> None:
+    """Walk the metadata without recursion (a hostile nesting must not hit Python's recursion limit)."""
+    stack: list[tuple[Any, int]] = [(root, 1)]
+    while stack:
+        value, depth = stack.pop()
+        if isinstance(value, dict | list):
+            if depth > MAX_METADATA_DEPTH:
+                raise IndexError_(f"item {item_id!r} has metadata nested deeper than {MAX_METADATA_DEPTH} levels")
+            if isinstance(value, dict):
+                for key, child in value.items():
+                    if not isinstance(key, str):
+                        raise IndexError_(f"item {item_id!r} has a metadata key that is not text: {key!r}")
+                    _utf8_size(key, f"item {item_id!r}: metadata key {key[:40]!r}")
+                    stack.append((child, depth + 1))
+            else:
+                stack.extend((child, depth + 1) for child in value)
+        elif isinstance(value, str):
+            _utf8_size(value, f"item {item_id!r}: metadata value {value[:40]!r}")
+        elif isinstance(value, bool) or value is None:
+            continue
+        elif isinstance(value, int):
+            if not INT64_MIN <= value <= INT64_MAX:
+                raise IndexError_(
+                    f"item {item_id!r} has a metadata integer outside the signed 64-bit range, which no backend "
+                    "can store or compare (send it as text)"
+                )
+        elif isinstance(value, float):
+            if not math.isfinite(value):
+                raise IndexError_(f"item {item_id!r} has a metadata number that is NaN or infinite")
+        else:
+            raise IndexError_(f"item {item_id!r} has metadata that is not plain JSON: a {type(value).__name__} value")
+
+
+def _utf8_size(text: str, what: str) -> int:
+    try:
+        return len(text.encode("utf-8"))
+    except UnicodeEncodeError as error:
+        raise IndexError_(f"{what} is not valid Unicode (a lone surrogate?): {error.reason}") from None
