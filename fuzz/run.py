@@ -3,7 +3,8 @@
     python fuzz/run.py [--seconds 60] [decode] [request]      # make fuzz (FUZZ_SECONDS=60 per target)
 
 Each target starts from the corpus in tests/hostile/ (and every input it crashed on before, in
-tests/hostile/found/). A crashing input is written to tests/hostile/found/{target}-crash-* (timeouts and
+tests/hostile/found/), with a dictionary of the tokens its input format is built from (fuzz/{target}.dict).
+A crashing input is written to tests/hostile/found/{target}-crash-* (timeouts and
 out-of-memory inputs as -timeout-/-oom-), where tests/test_hostile.py replays it from then on; fix the bug,
 keep the file. Figures go to bench/results/fuzz.json; the exit code is 1 if any target crashed.
 """
@@ -61,6 +62,7 @@ def run(target: str, seconds: int, work: Path) -> dict[str, object]:
         "-timeout=25",
         "-rss_limit_mb=3000",
         f"-artifact_prefix={corpus.FOUND}/{target}-",
+        f"-dict={ROOT / 'fuzz' / f'{target}.dict'}",
         str(seeds),
     ]
     started = time.monotonic()

@@ -545,7 +545,9 @@ def test_hostile_write_changes_nothing(client: TestClient, server: Served, uncha
 def test_ids_with_path_characters_are_opaque(
     client: TestClient, catalog: Catalog, uploads: Path, workdir: Path, item_id: str
 ) -> None:
-    """Accepted and stored verbatim: an id never becomes a file name (the upload is named by its hash)."""
+    """Accepted and stored verbatim: an id never becomes a file name (the upload is named by a hash of the id
+    and the content), and deleting the item removes its file."""
+    from lookalike.api.uploads import upload_path
     from lookalike.ingest import content_hash
 
     before = fingerprint(catalog)
@@ -555,12 +557,13 @@ def test_ids_with_path_characters_are_opaque(
     assert response.status_code == 201, response.text
     assert response.json()["id"] == item_id
     new_files = {p for p in workdir.parent.rglob("*") if p.is_file()} - files_before
-    assert [(p.parent, p.stem) for p in new_files] == [(uploads, content_hash(photo))], new_files
+    assert list(new_files) == [upload_path(uploads, item_id, content_hash(photo), "png")], new_files
     item_url = response.json()["image_url"].replace("/api/images/", "/api/items/")  # the id, percent-encoded
     fetched = client.get(item_url)
     assert fetched.status_code == 200 and fetched.json()["id"] == item_id, fetched.text
     assert client.get(response.json()["image_url"]).content == photo
     assert client.delete(item_url, headers={"X-API-Key": KEY}).status_code == 200
+    assert not any(path.exists() for path in new_files)
     assert fingerprint(catalog) == before
 
 

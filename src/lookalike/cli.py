@@ -291,13 +291,26 @@ def serve_command(
 
     from lookalike.api import create_app
     from lookalike.catalog import open_catalog
+    from lookalike.config import get_settings
     from lookalike.malloc import limit_arenas
 
     limit_arenas()  # before the request and OpenMP threads exist (see lookalike.malloc)
+    settings = get_settings()
     catalog = open_catalog(_target(index, backend, url, name))
     typer.echo(f"serving {catalog.index.count()} items ({catalog.embedder.name}) on http://{host}:{port}/")
     try:
-        uvicorn.run(create_app(catalog), host=host, port=port, log_level=log_level)
+        # X-Forwarded-For/-Proto only from the configured proxies: uvicorn's default trusts 127.0.0.1, so any
+        # local client (or one behind a proxy that passes the header on) could pick its address for the rate
+        # limit by sending the header.
+        proxies = ",".join(settings.trusted_proxies)
+        uvicorn.run(
+            create_app(catalog, settings),
+            host=host,
+            port=port,
+            log_level=log_level,
+            proxy_headers=bool(proxies),
+            forwarded_allow_ips=proxies or None,
+        )
     finally:
         catalog.close()
 

@@ -46,9 +46,31 @@ class Settings(BaseSettings):
     max_upload_bytes: int = 10 * 1024 * 1024
     max_pixels: int = 40_000_000
     """Decompression-bomb guard: images with more pixels are refused before decoding."""
+    max_decode_bytes: int = 192 * 1024 * 1024
+    """Memory one decode may need (estimated from the header, by format, mode and size) before it is refused;
+    with ``max_decodes`` at once, their product bounds the memory images can take."""
+    max_decode_seconds: float = 3.0
+    """CPU seconds one decode may take before it is abandoned (checked as the decoder reads its input)."""
     url_allow: list[str] = []
     """Hosts or networks a query URL may point at even though they are private (e.g. 127.0.0.1 in tests)."""
     url_timeout: float = 10.0
+    """Seconds a query URL's server may take for each step (connect, each read)."""
+    url_total_timeout: float = 20.0
+    """Seconds a whole query-URL fetch may take, so a peer dripping a byte at a time frees its slot."""
+    max_url_fetches: int = 8
+    """Query URLs fetched at once; more wait (``busy_wait``) or are refused with 503."""
+    max_decodes: int = 0
+    """Query and upload images decoded and embedded at once (0: one per core); bounds peak memory."""
+    max_waiting: int = 64
+    """Requests that may wait for a fetch or decode slot; beyond that 503 at once."""
+    busy_wait: float = 10.0
+    """Seconds a request waits for a fetch or decode slot before 503."""
+    trusted_proxies: list[str] = []
+    """Addresses of reverse proxies whose X-Forwarded-For/-Proto are believed (uvicorn's forwarded_allow_ips);
+    empty: none, so a client cannot pick its own address for the rate limit."""
+    public_url: str | None = None
+    """The server's public base URL (``https://shop.example/search``): links the reference routes answer are
+    built on it instead of on the request's Host header, which any client can set."""
     query_cache: int = 256
     """Uploaded query images kept (in memory) so their searches can be repeated and shared by URL."""
     rate_limit: str | None = None

@@ -21,7 +21,7 @@ import numpy as np
 from tqdm import tqdm
 
 from lookalike.embed import Embedder
-from lookalike.errors import LookalikeError
+from lookalike.errors import BackendUnavailableError, LookalikeError
 from lookalike.images import load_image
 from lookalike.index import Item, VectorIndex
 from lookalike.sources.base import Source, SourceItem
@@ -110,14 +110,13 @@ def ingest(
         if not pending:
             return
         vectors = embedder.embed_prepared(np.stack([p.pixels for p in pending]))
-        index.add(
-            [
-                Item(p.item.id, vector, p.item.metadata, p.item.location, p.content_hash)
-                for p, vector in zip(pending, vectors, strict=True)
-            ]
-        )
-        report.indexed += len(pending)
-        since_checkpoint += len(pending)
+        items = [
+            Item(p.item.id, vector, p.item.metadata, p.item.location, p.content_hash)
+            for p, vector in zip(pending, vectors, strict=True)
+        ]
+        added = _add_or_skip(index, items, report)
+        report.indexed += added
+        since_checkpoint += added
         bar.update(len(pending))
         pending.clear()
         if since_checkpoint >= checkpoint_every:
@@ -142,6 +141,22 @@ def ingest(
     bar.close()
     report.seconds = time.perf_counter() - started
     return report
+
+
+def _add_or_skip(index: VectorIndex, items: list[Item], report: IngestReport) -> int:
+    """Add a batch; if the index refuses it, add its items one by one so that only the refused ones (an id
+    over the backend's limit, metadata too large) are skipped and reported, like an unreadable image.
+    An unreachable backend still ends the run: nothing could be added anyway."""
+    try:
+        index.add(items)
+        return len(items)
+    except BackendUnavailableError:
+        raise
+    except LookalikeError as error:
+        if len(items) == 1:
+            report.failed.append(Failure(items[0].id, items[0].location or "", f"refused by the index: {error}"))
+            return 0
+    return sum(_add_or_skip(index, [item], report) for item in items)
 
 
 def _preparer(embedder: Embedder, known: dict[str, str | None]) -> Callable[[SourceItem], _Prepared]:

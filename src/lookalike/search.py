@@ -13,7 +13,13 @@ import numpy as np
 
 from lookalike.catalog import Catalog
 from lookalike.errors import NotFoundError
-from lookalike.images import DEFAULT_MAX_BYTES, DEFAULT_MAX_PIXELS, load_image
+from lookalike.images import (
+    DEFAULT_MAX_BYTES,
+    DEFAULT_MAX_DECODE_BYTES,
+    DEFAULT_MAX_DECODE_SECONDS,
+    DEFAULT_MAX_PIXELS,
+    load_image,
+)
 from lookalike.index import Filter, SearchResult
 from lookalike.sources.fetch import AddressGuard, fetch_bytes
 
@@ -44,11 +50,23 @@ class _Stopwatch:
 
 
 def embed_image_bytes(
-    catalog: Catalog, data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS, max_bytes: int = DEFAULT_MAX_BYTES
+    catalog: Catalog,
+    data: bytes,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    max_bytes: int = DEFAULT_MAX_BYTES,
+    max_decode_bytes: int = DEFAULT_MAX_DECODE_BYTES,
+    max_decode_seconds: float = DEFAULT_MAX_DECODE_SECONDS,
 ) -> tuple[np.ndarray, dict[str, float]]:
     """Decode and embed one query image; returns the vector and the decode/embed timings."""
     watch = _Stopwatch()
-    image = load_image(data, min_side=catalog.embedder.preprocessing.resize, max_pixels=max_pixels, max_bytes=max_bytes)
+    image = load_image(
+        data,
+        min_side=catalog.embedder.preprocessing.resize,
+        max_pixels=max_pixels,
+        max_bytes=max_bytes,
+        max_decode_bytes=max_decode_bytes,
+        max_decode_seconds=max_decode_seconds,
+    )
     pixels = catalog.embedder.prepare(image)
     watch.lap("decode")
     vector = catalog.embedder.embed_prepared(pixels[None])[0]

@@ -619,4 +619,15 @@ def request_seeds() -> list[bytes]:
         b"\x03" + json.dumps({"url": "file:///etc/passwd", "k": 1}).encode(),
         b"\x04" + part("image", small, "a.jpg") + part("id", b"fuzz/x") + part("metadata", b'{"a": 1}') + end,
         b"\x05" + b"id=ref%2Fphoto-a.png&k=3",
+        # What the second hardening round closed: numbers no engine compares, lone surrogates, a wide filter,
+        # deep metadata, URLs httpx cannot parse.
+        b"\x00" + b'{"id": "ref/photo-a.png", "filter": {"n": 99999999999999999999, "m": {"lt": 1e400}}}',
+        b"\x00"
+        + json.dumps({"id": PHOTO_A, "filter": {f"f{i}": [f"v{j}" for j in range(20)] for i in range(8)}}).encode(),
+        b"\x01"
+        + part("image", small, "a.jpg")
+        + part("filter", b'{"folder": "\\ud800", "n": ' + b"9" * 5000 + b"}")
+        + end,
+        b"\x03" + json.dumps({"url": "http://127.0.0.2/a\tb.jpg", "k": 1}).encode(),
+        b"\x04" + part("image", small, "a.jpg") + part("metadata", b'{"a": ' * 300 + b"1" + b"}" * 300) + end,
     ]

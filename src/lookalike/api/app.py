@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 import time
 from pathlib import Path
 
@@ -13,10 +14,12 @@ from fastapi.staticfiles import StaticFiles
 
 import lookalike
 from lookalike.api import reference, routes
+from lookalike.api.capacity import Slots
 from lookalike.api.errors import install_error_handlers
 from lookalike.api.limits import BodySizeLimit, RateLimit
 from lookalike.api.query_cache import QueryCache
 from lookalike.api.service import ServerState
+from lookalike.api.uploads import sweep_uploads
 from lookalike.catalog import Catalog
 from lookalike.config import Settings, get_settings, parse_rate
 from lookalike.sources.fetch import AddressGuard
@@ -39,7 +42,12 @@ def create_app(catalog: Catalog, settings: Settings | None = None, uploads_dir: 
         uploads_dir=uploads_dir or (Path(index_path) / "uploads" if index_path else settings.cache / "uploads"),
         queries=QueryCache(max_items=settings.query_cache),
         guard=AddressGuard(allow=settings.url_allow),
+        fetch_slots=Slots("URL fetches", settings.max_url_fetches, settings.max_waiting, settings.busy_wait),
+        decode_slots=Slots(
+            "image decodes", settings.max_decodes or os.cpu_count() or 1, settings.max_waiting, settings.busy_wait
+        ),
     )
+    sweep_uploads(app.state.lookalike)
     install_error_handlers(app)
     app.include_router(routes.router)
     app.include_router(reference.router)

@@ -22,19 +22,23 @@ STATUS_AND_CODE: list[tuple[type[Exception], int, str]] = [
     (errors.FilterError, 400, "bad_filter"),
     (errors.ModelMismatchError, 409, "model_mismatch"),
     (errors.VectorSizeError, 400, "bad_vector"),
+    (errors.BackendUnavailableError, 503, "backend_unavailable"),
+    (errors.BusyError, 503, "busy"),
     (errors.IndexError_, 400, "bad_request"),
     (errors.LookalikeError, 400, "bad_request"),
 ]
 
 
-def error_response(status: int, code: str, message: str) -> JSONResponse:
-    return JSONResponse({"error": {"code": code, "message": message}}, status_code=status)
+def error_response(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse({"error": {"code": code, "message": message}}, status_code=status, headers=headers)
 
 
 def _for_lookalike_error(_: Request, exc: Exception) -> JSONResponse:
     for kind, status, code in STATUS_AND_CODE:
         if isinstance(exc, kind):
-            return error_response(status, code, str(exc))
+            # A 503 says when to come back, so well-behaved clients and proxies back off instead of hammering.
+            retry = {"Retry-After": str(getattr(exc, "retry_after", 2))} if status == 503 else None
+            return error_response(status, code, str(exc), retry)
     return error_response(400, "bad_request", str(exc))
 
 

@@ -3,25 +3,32 @@
 from __future__ import annotations
 
 import hmac
-import io
 import json
-import threading
 from typing import Annotated, Any
 
+import numpy as np
 from fastapi import APIRouter, Depends, Header, HTTPException, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
-from PIL import Image
 from prometheus_client import CONTENT_TYPE_LATEST
 from pydantic import ValidationError
 from starlette.datastructures import UploadFile
 
 from lookalike.api.images import THUMBNAIL_SIZES, image_path, image_response
 from lookalike.api.schemas import MAX_K, Facets, Info, ItemOut, SearchRequest, SearchResponse
-from lookalike.api.service import THUMBNAIL_SIZE, ServerState, check_upload_size, decode_base64, run_search, state_of
+from lookalike.api.service import (
+    THUMBNAIL_SIZE,
+    ServerState,
+    check_upload_size,
+    decode_base64,
+    embed_query_image,
+    run_search,
+    state_of,
+)
+from lookalike.api.uploads import forget_upload, store_upload, upload_path
 from lookalike.errors import FilterError, ImageError, LookalikeError, NotFoundError
-from lookalike.images import image_size_of, load_image
-from lookalike.index import Item
+from lookalike.images import image_format
+from lookalike.index import Item, validate
 from lookalike.ingest import content_hash
 
 router = APIRouter()
@@ -63,7 +70,7 @@ async def search(request: Request, state: State) -> SearchResponse:
         k = _form_int(form.get("k"), "k", default=10)
         filter = _form_filter(form.get("filter"))
         min_score = _form_float(form.get("min_score"), "min_score")
-        return await run_in_threadpool(run_search, state, "upload", data, k, filter, min_score)
+        return await run_search(state, "upload", data, k, filter, min_score)
     try:
         body = SearchRequest.model_validate_json(await request.body())
     except ValidationError as exc:
@@ -76,7 +83,7 @@ async def search(request: Request, state: State) -> SearchResponse:
         kind, value = "id", body.id
     else:
         kind, value = "ref", body.ref
-    return await run_in_threadpool(run_search, state, kind, value, body.k, body.filter, body.min_score)
+    return await run_search(state, kind, value, body.k, body.filter, body.min_score)
 
 
 SEARCH_FORM_FIELDS = ("image", "k", "filter", "min_score")
@@ -120,6 +127,8 @@ def _form_filter(raw: Any, name: str = "filter", error: type[LookalikeError] = F
         raise error(f"{name} must be a JSON object: {exc}") from None
     except RecursionError:  # json.loads recurses once per nesting level: '[[[[...' is not a JSONDecodeError
         raise error(f"{name} is nested too deeply") from None
+    except ValueError as exc:  # Python refuses integers of more than 4,300 digits (int_max_str_digits)
+        raise error(f"{name} is not usable JSON: {exc}") from None
     if not isinstance(parsed, dict):
         raise error(f"{name} must be a JSON object")
     return parsed
@@ -131,7 +140,9 @@ def query_image(ref: str, state: State) -> Response:
     cached = state.queries.get(ref)
     if cached is None:
         raise NotFoundError("this search's photo is no longer on the server; upload it again")
-    kind = (Image.open(io.BytesIO(cached.data)).format or "octet-stream").lower()
+    # The same guarded header parse as the search's decode (format whitelist): the bytes were accepted once,
+    # so this cannot fail on them, and no other parser ever sees them.
+    kind = image_format(cached.data).lower()
     return Response(cached.data, media_type=f"image/{kind}", headers={"Cache-Control": "private, max-age=3600"})
 
 
@@ -214,55 +225,49 @@ async def add_item(request: Request, state: State) -> ItemOut:
     data = await upload.read()
     metadata = _form_filter(form.get("metadata"), "metadata", LookalikeError) or {}  # same JSON-object parsing
     item_id = _check_item_id(str(form.get("id") or "")) or None
-    return await run_in_threadpool(_add_item, state, data, item_id, metadata)
-
-
-MAX_ID_LENGTH = 1024
+    validate.check_metadata(item_id or "(new)", metadata)  # before the decode: a refused add costs nothing
+    check_upload_size(data, state)
+    kind = image_format(data).lower()  # a quick header check before anything is decoded or written
+    vector, _ = await embed_query_image(state, data)
+    return await run_in_threadpool(_add_item, state, data, kind, vector, item_id, metadata)
 
 
 def _check_item_id(item_id: str) -> str:
     """Ids are opaque strings (folder ingests make ``tops/item-05.jpg``; ``../x`` is harmless, as an id never
-    becomes a file name), but control characters could not be shown on one line or typed, and ids are bounded."""
-    if len(item_id) > MAX_ID_LENGTH:
-        raise LookalikeError(f"the id is {len(item_id):,} characters long; at most {MAX_ID_LENGTH:,} are allowed")
+    becomes a file name) within the index contract's length; control characters could not be shown on one line
+    or typed, so the API refuses them on top."""
+    if not item_id:
+        return item_id
+    validate.check_id(item_id)
     bad = next((char for char in item_id if ord(char) < 32 or 127 <= ord(char) < 160), None)
     if bad is not None:
         raise LookalikeError(f"the id contains the control character {bad!r}")
     return item_id
 
 
-def _add_item(state: ServerState, data: bytes, item_id: str | None, metadata: dict[str, Any]) -> ItemOut:
-    check_upload_size(data, state)
-    image_size_of(data)  # a quick header check before anything is written
-    image = load_image(
-        data,
-        min_side=state.catalog.embedder.preprocessing.resize,
-        max_pixels=state.settings.max_pixels,
-        max_bytes=state.settings.max_upload_bytes,
-    )
-    vector = state.catalog.embedder.embed([image])[0]
+def _add_item(
+    state: ServerState, data: bytes, kind: str, vector: np.ndarray, item_id: str | None, metadata: dict[str, Any]
+) -> ItemOut:
+    """Write the item and its file: the index checks the whole item (its contract) before anything is written,
+    and the file is kept only once the index took the item (uploads.store_upload)."""
     digest = content_hash(data)
-    kind = (Image.open(io.BytesIO(data)).format or "bin").lower()
-    state.uploads_dir.mkdir(parents=True, exist_ok=True)
-    path = state.uploads_dir / f"{digest}.{kind}"
-    # The file is written first under a temporary name and kept only once the index took the item, so a
-    # refused add leaves no orphan file and an indexed item never points at a missing one.
-    temporary = path.with_name(f"{path.name}.{threading.get_ident()}.tmp")
-    temporary.write_bytes(data)
-    try:
-        item = Item(item_id or digest, vector, metadata, str(path), digest)
-        state.catalog.index.add([item])
-        temporary.replace(path)
-    finally:
-        temporary.unlink(missing_ok=True)
+    item_id = item_id or digest
+    path = upload_path(state.uploads_dir, item_id, digest, kind)
+    item = Item(item_id, vector, metadata, str(path), digest)
+    index = state.catalog.index
+    previous = index.get(item_id)
+    store_upload(path, data, lambda: index.add([item]))
+    forget_upload(state.uploads_dir, previous, keep=str(path))
     state.after_write()
     return _item_out(item)
 
 
 @router.delete("/api/items/{item_id:path}", tags=["items"], dependencies=[Depends(require_api_key)])
 def delete_item(item_id: str, state: State) -> dict[str, str]:
+    previous = state.catalog.index.get(item_id)
     if state.catalog.index.delete([item_id]) == 0:
         raise NotFoundError(f"no item with id {item_id!r}")
+    forget_upload(state.uploads_dir, previous)
     state.after_write()
     return {"deleted": item_id}
 

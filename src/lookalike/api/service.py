@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import base64
 import binascii
+import os
 import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+import numpy as np
 from fastapi import Request
+from fastapi.concurrency import run_in_threadpool
 
+from lookalike.api.capacity import Slots
 from lookalike.api.images import ThumbnailCache, image_path
 from lookalike.api.metrics import Metrics
 from lookalike.api.query_cache import QueryCache
@@ -36,6 +40,8 @@ class ServerState:
     thumbnails: ThumbnailCache = field(default_factory=ThumbnailCache)
     metrics: Metrics = field(default_factory=Metrics)
     guard: AddressGuard = field(default_factory=AddressGuard)
+    fetch_slots: Slots = field(default_factory=lambda: Slots("URL fetches", 8, 64, 10.0))
+    decode_slots: Slots = field(default_factory=lambda: Slots("image decodes", os.cpu_count() or 1, 64, 10.0))
     last_save: float = field(default_factory=time.monotonic)
     save_lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -75,7 +81,38 @@ def check_upload_size(data: bytes, state: ServerState) -> None:
         )
 
 
-def run_search(
+async def fetch_query_image(state: ServerState, url: str) -> bytes:
+    """A query URL's bytes, fetched in a fetch slot (a thread for as long as the peer takes, at most
+    ``url_total_timeout``), so slow peers can hold only ``max_url_fetches`` workers."""
+    settings = state.settings
+    async with state.fetch_slots.hold():
+        return await run_in_threadpool(
+            fetch_bytes,
+            url,
+            max_bytes=settings.max_upload_bytes,
+            timeout=settings.url_timeout,
+            total_timeout=settings.url_total_timeout,
+            guard=state.guard,
+        )
+
+
+async def embed_query_image(state: ServerState, data: bytes) -> tuple[np.ndarray, dict[str, float]]:
+    """Decode and embed in a decode slot: at most ``max_decodes`` images are in memory at once."""
+    check_upload_size(data, state)
+    settings = state.settings
+    async with state.decode_slots.hold():
+        return await run_in_threadpool(
+            embed_image_bytes,
+            state.catalog,
+            data,
+            max_pixels=settings.max_pixels,
+            max_bytes=settings.max_upload_bytes,
+            max_decode_bytes=settings.max_decode_bytes,
+            max_decode_seconds=settings.max_decode_seconds,
+        )
+
+
+async def run_search(
     state: ServerState,
     kind: QueryType,
     value: Any,
@@ -83,12 +120,16 @@ def run_search(
     filter: Filter | None = None,
     min_score: float | None = None,
 ) -> SearchResponse:
-    """One search of any kind; ``value`` is the image bytes, the URL, the item id or the ref."""
+    """One search of any kind; ``value`` is the image bytes, the URL, the item id or the ref.
+
+    Each expensive step runs in the thread pool under its own bound (fetch, then decode and embed); the
+    index search itself is fast and bounded by the filter limits.
+    """
     started = time.perf_counter()
-    catalog, settings = state.catalog, state.settings
+    catalog = state.catalog
     query = QueryInfo(type=kind)
     if kind == "id":
-        response = search_item(catalog, value, k, filter)
+        response = await run_in_threadpool(search_item, catalog, value, k, filter)
         query.id, query.image_url = value, image_path(value)
     else:
         timings: dict[str, float] = {}
@@ -101,19 +142,14 @@ def run_search(
             if kind == "url":
                 fetch_started = time.perf_counter()
                 query.url = value
-                value = fetch_bytes(
-                    value, max_bytes=settings.max_upload_bytes, timeout=settings.url_timeout, guard=state.guard
-                )
+                value = await fetch_query_image(state, value)
                 timings["fetch"] = (time.perf_counter() - fetch_started) * 1000
             data = value
-            check_upload_size(data, state)
-            vector, embed_timings = embed_image_bytes(
-                catalog, data, max_pixels=settings.max_pixels, max_bytes=settings.max_upload_bytes
-            )
+            vector, embed_timings = await embed_query_image(state, data)
             timings |= embed_timings
         query.ref = state.queries.put(data, vector)
         query.image_url = f"/api/queries/{query.ref}/image"
-        response = search_vector(catalog, vector, k, filter)
+        response = await run_in_threadpool(search_vector, catalog, vector, k, filter)
         response.timings_ms = timings | response.timings_ms
     state.metrics.observe_stages(response.timings_ms)
     results = [
