@@ -4,7 +4,7 @@ PY     := $(VENV)/bin/python
 INDEX  ?= .lookalike/demo-index
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: install demo test lint bench bench-quick bench-api fuzz soak clean
+.PHONY: install demo test lint bench bench-quick bench-api bench-attacks fuzz soak clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -54,6 +54,10 @@ bench-quick: install $(FASHION_MNIST)
 
 bench-api: install
 	$(PY) bench/bench_api.py
+
+# Every hostile-input attack on a real server: peak memory rise and /health latency (docs/operations.md).
+bench-attacks: install
+	$(PY) bench/bench_attacks.py
 
 # Fuzz the image decode path and the request parsing (atheris), FUZZ_SECONDS per target; crashing inputs
 # land in tests/hostile/found/, which the test suite replays.

@@ -463,3 +463,20 @@ def test_fuzz_dictionaries_are_well_formed(target: str) -> None:
     assert len(entries) >= 10
     entry = re.compile(r'^[a-z0-9_]+="(?:[^"\\]|\\\\|\\"|\\x[0-9a-f]{2})*"$')
     assert [line for line in entries if not entry.match(line)] == []
+
+
+# ------------------------------------------------------------------------------------- one guarded open
+@pytest.mark.parametrize("name", ["tiff that also parses as IM", "32-bit grey tiff, all 70000"])
+def test_the_query_image_of_an_accepted_upload_is_served_through_the_guarded_open(
+    client: TestClient, name: str
+) -> None:
+    """A TIFF whose first bytes also parse as an IM header searched fine but its query image answered 500:
+    the route re-opened the bytes with an unrestricted Image.open. Every open now goes through one."""
+    from hostile import corpus
+
+    case = next(case for case in corpus.image_cases() if case.name == name)
+    search = client.post("/api/search", files={"image": ("q.tif", case.data(), "image/tiff")})
+    assert search.status_code == 200, search.text
+    image = client.get(search.json()["query"]["image_url"])
+    assert image.status_code == 200 and image.headers["content-type"] == "image/tiff"
+    assert image.content == case.data()
