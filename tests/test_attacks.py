@@ -5,10 +5,10 @@ Goal: under each bomb the server's peak resident memory rises by at most 300 MB,
 all, and afterwards a good query is still answered correctly. One server (and one hostile HTTP peer on
 127.0.0.2) serves the whole module; an attack that kills the server fails its test and the next starts anew.
 
-Select them with ``pytest tests/test_attacks.py`` or ``-k test_attack_``; ``LOOKALIKE_ATTACKS_SRC=DIR`` runs
-the server from another source tree (the harness itself stays this one). The server runs under a 10 GiB
-address-space limit (``LOOKALIKE_ATTACKS_AS_GIB``, 0 for none), so a bomb the code does not stop ends in a
-MemoryError rather than exhausting the machine.
+Run them with ``pytest tests/test_attacks.py`` (one: ``'tests/test_attacks.py::test_attack[scan_bomb]'``);
+``LOOKALIKE_ATTACKS_SRC=DIR`` runs the server from another source tree (the harness itself stays this one).
+The server runs under a 10 GiB address-space limit (``LOOKALIKE_ATTACKS_AS_GIB``, 0 for none), so a bomb the
+code does not stop ends in a MemoryError rather than exhausting the machine.
 """
 
 from __future__ import annotations
@@ -42,32 +42,9 @@ def check(context: attacks.Context, name: str) -> attacks.AttackResult:
     return result
 
 
-def test_attack_brotli_bomb(attack_context: attacks.Context) -> None:
-    check(attack_context, "brotli_bomb")
-
-
-def test_attack_gzip_bomb(attack_context: attacks.Context) -> None:
-    check(attack_context, "gzip_bomb")
-
-
-def test_attack_filter_bomb(attack_context: attacks.Context) -> None:
-    check(attack_context, "filter_bomb")
-
-
-def test_attack_scan_bomb(attack_context: attacks.Context) -> None:
-    check(attack_context, "scan_bomb")
-
-
-def test_attack_float_tiff(attack_context: attacks.Context) -> None:
-    check(attack_context, "float_tiff")
-
-
-def test_attack_slow_urls(attack_context: attacks.Context) -> None:
-    check(attack_context, "slow_urls")
-
-
-def test_attack_deep_metadata(attack_context: attacks.Context) -> None:
-    check(attack_context, "deep_metadata")
+@pytest.mark.parametrize("name", list(attacks.ATTACKS))
+def test_attack(attack_context: attacks.Context, name: str) -> None:
+    check(attack_context, name)
 
 
 def test_attack_builders_are_what_they_claim() -> None:

@@ -7,7 +7,6 @@ import gzip
 import io
 import ipaddress
 import socket
-import struct
 import threading
 import time
 import tracemalloc
@@ -19,6 +18,7 @@ from urllib.parse import parse_qs, quote, urlsplit
 
 import httpx
 import pytest
+from hostile import corpus
 from PIL import Image
 
 from lookalike.errors import BlockedURLError, FetchError, SourceError
@@ -46,30 +46,15 @@ BOMB_EXPANDS_TO = 256 * MIB
 
 @functools.cache
 def gzip_bomb() -> bytes:
-    """A valid gzip member of 256 MiB of zeros in ~260 KB, built in well under a second.
-
-    1 MiB of zeros is compressed once and ended with a full flush, which resets the compressor, so the same
-    bytes encode every further MiB; the trailer carries the CRC-32 and length of the whole.
-    """
-    zeros = bytes(MIB)
-    compressor = zlib.compressobj(9, zlib.DEFLATED, -zlib.MAX_WBITS)
-    piece = compressor.compress(zeros) + compressor.flush(zlib.Z_FULL_FLUSH)
-    crc = 0
-    for _ in range(BOMB_EXPANDS_TO // MIB):
-        crc = zlib.crc32(zeros, crc)
-    header = b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x02\xff"
-    final = b"\x03\x00"  # an empty final fixed-Huffman block
-    return header + piece * (BOMB_EXPANDS_TO // MIB) + final + struct.pack("<II", crc, BOMB_EXPANDS_TO % 2**32)
+    """256 MiB of zeros in ~260 KB of gzip."""
+    return corpus.gzip_of_zeros(BOMB_EXPANDS_TO)
 
 
 @functools.cache
 def brotli_bomb() -> bytes:
-    """A brotli stream of 256 MiB of zeros in ~50 KB (quality 1, so it is made in a few milliseconds)."""
+    """256 MiB of zeros in ~50 KB of brotli (quality 1, so it is made in a few milliseconds)."""
     assert brotli is not None
-    compressor = brotli.Compressor(quality=1)
-    zeros = bytes(16 * MIB)
-    parts = [compressor.process(zeros) for _ in range(BOMB_EXPANDS_TO // len(zeros))]
-    return b"".join([*parts, compressor.finish()])
+    return corpus.brotli_of_zeros(BOMB_EXPANDS_TO)
 
 
 def _raw_deflate(data: bytes) -> bytes:

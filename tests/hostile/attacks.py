@@ -43,18 +43,15 @@ import base64
 import concurrent.futures
 import contextlib
 import functools
-import io
 import json
 import os
 import shutil
 import signal
 import socket
-import struct
 import subprocess
 import sys
 import threading
 import time
-import zlib
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
@@ -65,7 +62,6 @@ from typing import Any
 import httpx
 import numpy as np
 from hostile import corpus
-from PIL import Image
 
 MB = 2**20
 GIB = 2**30
@@ -89,17 +85,7 @@ DRAIN_MAX = 30.0  # how long the runner waits for the server to go quiet after a
 # ------------------------------------------------------------------------------------------------ builders
 def photo(seed: int) -> bytes:
     """A synthetic product photo (320x400 JPEG): a striped coloured block on a light background, per seed."""
-    rng = np.random.default_rng(seed)
-    width, height = 320, 400
-    pixels = np.full((height, width, 3), 235, dtype=np.uint8)
-    colour = rng.integers(0, 255, size=3, dtype=np.uint8)
-    top, left = rng.integers(10, height // 3), rng.integers(10, width // 3)
-    bottom, right = rng.integers(2 * height // 3, height - 10), rng.integers(2 * width // 3, width - 10)
-    pixels[top:bottom, left:right] = colour
-    pixels[top : bottom : rng.integers(2, 12), left:right] = 255 - colour
-    buffer = io.BytesIO()
-    Image.fromarray(pixels).save(buffer, "JPEG", quality=90)
-    return buffer.getvalue()
+    return corpus.encode(corpus.photo(seed, (320, 400)), "JPEG", quality=90)
 
 
 def catalogue_id(seed: int) -> str:
@@ -109,35 +95,14 @@ def catalogue_id(seed: int) -> str:
 
 @functools.cache
 def brotli_bomb(expanded: int = 1 * GIB) -> bytes:
-    """A brotli stream (under 1 KB per GiB) of ``expanded`` zero bytes."""
-    import brotli
-
-    compressor = brotli.Compressor(quality=5, lgwin=24)
-    zeros = bytes(64 * MB)
-    parts = [compressor.process(zeros) for _ in range(expanded // len(zeros))]
-    parts.append(compressor.finish())
-    return b"".join(parts)
+    """A brotli stream (a few KB) of ``expanded`` zero bytes."""
+    return corpus.brotli_of_zeros(expanded, quality=5, chunk=64 * MB)
 
 
 @functools.cache
 def gzip_bomb(expanded: int = 4 * GIB) -> bytes:
-    """A gzip member of ``expanded`` zero bytes (~1 MB per GiB, deflate's best), built in well under a second.
-
-    Each 64 MiB of zeros is compressed once and ended with a full flush, which resets the compressor, so the
-    same bytes encode every further 64 MiB; the trailer carries the CRC-32 and the length of the whole.
-    """
-    chunk = 64 * MB
-    if expanded % chunk:
-        raise ValueError(f"expanded must be a multiple of {chunk}")
-    zeros = bytes(chunk)
-    compressor = zlib.compressobj(9, zlib.DEFLATED, -15)
-    piece = compressor.compress(zeros) + compressor.flush(zlib.Z_FULL_FLUSH)
-    crc = 0
-    for _ in range(expanded // chunk):
-        crc = zlib.crc32(zeros, crc)
-    header = b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x02\xff"
-    final = b"\x03\x00"  # an empty final fixed-Huffman block
-    return header + piece * (expanded // chunk) + final + struct.pack("<II", crc, expanded % 2**32)
+    """A gzip member (~1 MB per GiB) of ``expanded`` zero bytes."""
+    return corpus.gzip_of_zeros(expanded, chunk=64 * MB)
 
 
 def filter_bomb(fields: int, values: int) -> dict[str, list[str]]:

@@ -115,6 +115,34 @@ def png_header(width: int, height: int, bit_depth: int = 1, colour: int = 0, ida
 
 
 @functools.cache
+def gzip_of_zeros(expanded: int, chunk: int = 1024 * 1024) -> bytes:
+    """A valid gzip member of ``expanded`` zero bytes (a multiple of ``chunk``), built in well under a second:
+    ``chunk`` zeros are compressed once and ended with a full flush, which resets the compressor, so the same
+    bytes encode every further chunk; the trailer carries the CRC-32 and the length of the whole. About 1 KB on
+    the wire per MiB: what a decompression bomb behind a query URL sends as ``Content-Encoding: gzip``."""
+    if expanded % chunk:
+        raise ValueError(f"expanded must be a multiple of {chunk}")
+    zeros = bytes(chunk)
+    compressor = zlib.compressobj(9, zlib.DEFLATED, -zlib.MAX_WBITS)
+    piece = compressor.compress(zeros) + compressor.flush(zlib.Z_FULL_FLUSH)
+    crc = 0
+    for _ in range(expanded // chunk):
+        crc = zlib.crc32(zeros, crc)
+    header = b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x02\xff"
+    final = b"\x03\x00"  # an empty final fixed-Huffman block
+    return header + piece * (expanded // chunk) + final + struct.pack("<II", crc, expanded % 2**32)
+
+
+def brotli_of_zeros(expanded: int, quality: int = 1, chunk: int = 16 * 1024 * 1024) -> bytes:
+    """A brotli stream of ``expanded`` zero bytes (needs the ``brotli`` package): a few KB per GiB."""
+    import brotli
+
+    compressor = brotli.Compressor(quality=quality, lgwin=24)
+    zeros = bytes(chunk)
+    parts = [compressor.process(zeros) for _ in range(expanded // chunk)]
+    return b"".join([*parts, compressor.finish()])
+
+
 def png_zlib_bomb() -> bytes:
     """A *complete* PNG of 9000x9000 pixels (81 MP, 243 MB decoded) in about 80 KB: it must be refused by
     its header, never inflated."""
