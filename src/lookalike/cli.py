@@ -244,36 +244,60 @@ def eval_command(
     index: IndexOption = None,
     k: Annotated[int, typer.Option("-k", "--k", min=1, max=100)] = 10,
     label_field: Annotated[str, typer.Option(help="Metadata field holding the class label")] = "label",
-    ignore_label: Annotated[list[str] | None, typer.Option(help="Labels not to use as queries")] = None,
+    ignore_label: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="Label not to use as a query (repeat; kept as a distractor). Given, it replaces the default: "
+            "'Not sure', 'Skip', 'Other' where the label field is 'label' and they occur"
+        ),
+    ] = None,
+    bias_field: Annotated[
+        str | None,
+        typer.Option(
+            help="Field for the same-value share@k vs random pairs (default: sender_id if items have it; '' = off)"
+        ),
+    ] = None,
+    duplicates: Annotated[
+        int, typer.Option(min=0, help="Catalogue items altered (7 fixed transforms) for near-duplicate recall; 0 = off")
+    ] = 200,
+    seed: Annotated[int, typer.Option(help="Seed for the sampled items")] = 0,
     queries: Annotated[int, typer.Option(min=1, help="Queries for the recall measurement")] = 500,
     as_json: JsonOption = False,
     backend: BackendOption = None,
     url: UrlOption = None,
     name: NameOption = None,
 ) -> None:
-    """Same-label precision@1/@k (leave-one-out) and HNSW recall@k against exact search."""
-    from lookalike.evaluate import recall_against_exact, same_label_precision
+    """Same-label precision@1/@k, same-sender share@k, near-duplicate recall and recall@k vs exact search."""
+    import time
+
+    from lookalike.catalog import check_model
+    from lookalike.embed import load_embedder
+    from lookalike.evaluate import EvalOptions, evaluate_index, format_report
     from lookalike.index.backends import open_index
 
-    with open_index(_target(index, backend, url, name)) as opened:
-        k_values = tuple(sorted({1, k}))
-        exact = same_label_precision(opened, k_values, label_field, exact=True, ignore_labels=ignore_label or ())
-        result: dict[str, Any] = {
-            "model": opened.settings.embedding.get("model"),
-            "metric": opened.settings.metric,
-            "queries": exact.queries,
-            **{f"precision@{kk}_exact": round(exact.precision[kk], 4) for kk in k_values},
-        }
-        if opened.settings.kind != "exact" or opened.settings.is_lossy():  # approximate: HNSW, IVF or quantized
-            name = opened.settings.kind if opened.settings.kind != "exact" else opened.settings.encoding
-            approx = same_label_precision(opened, k_values, label_field, exact=False, ignore_labels=ignore_label or ())
-            result |= {f"precision@{kk}_{name}": round(approx.precision[kk], 4) for kk in k_values}
-            result[f"recall@{k}_{name}_vs_exact"] = round(recall_against_exact(opened, k, queries), 4)
-    if as_json:
-        typer.echo(json.dumps(result, indent=2))
-        return
-    for key, value in result.items():
-        typer.echo(f"{key:>24}: {value}")
+    started = time.perf_counter()
+    target = _target(index, backend, url, name)
+    with open_index(target) as opened:
+        recorded = dict(opened.settings.embedding)
+        embedder = None
+        if duplicates and recorded.get("model"):  # the model that built the index, as open_catalog loads it
+            embedder = load_embedder(recorded["model"])
+            check_model(recorded, embedder)
+        opened_in = time.perf_counter() - started
+        options = EvalOptions(
+            k=k,
+            label_field=label_field,
+            ignore_labels=tuple(ignore_label) if ignore_label else None,
+            bias_field=bias_field,
+            duplicates=duplicates,
+            recall_queries=queries,
+            seed=seed,
+        )
+        result = evaluate_index(opened, embedder, options)
+    result["index"] = target.describe()
+    result["seconds"] = {"open": round(opened_in, 3), **result["seconds"]}
+    result["seconds"]["wall"] = round(time.perf_counter() - started, 3)
+    typer.echo(json.dumps(result, indent=2) if as_json else format_report(result))
 
 
 @app.command("serve")
