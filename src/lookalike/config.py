@@ -35,6 +35,9 @@ class Settings(BaseSettings):
     model: str = "efficientnet-lite0"
     threads: int = 0
     """ONNX Runtime threads; 0 means one per core."""
+    providers: list[str] = ["cpu"]
+    """ONNX Runtime execution providers by preference, e.g. ``["cuda", "cpu"]`` or ``["openvino"]``; one the
+    installed onnxruntime lacks is skipped with a warning, and the CPU is always the fallback."""
     resnet50_weights: str | None = None
     """Local path or URL of torchvision-format ResNet50 weights."""
 
