@@ -19,7 +19,7 @@ from lookalike.index import IndexSettings, VectorIndex
 from lookalike.index.backends import IndexTarget, create_index, index_exists, open_index
 from lookalike.index.base import IndexKind, Metric
 
-COMPARED_KEYS = ("model", "dim", "preprocessing", "weights")
+COMPARED_KEYS = ("model", "dim", "preprocessing", "weights", "focus")
 
 
 @dataclass
@@ -40,7 +40,12 @@ def check_model(recorded: dict[str, Any], embedder: Embedder) -> None:
     """Fail unless ``embedder`` makes vectors in the same space as the index's recorded model."""
     # Compare as stored (JSON), where tuples have become lists.
     recorded, current = json.loads(json.dumps(recorded)), json.loads(json.dumps(embedder.descriptor()))
-    differences = [key for key in COMPARED_KEYS if key in recorded and recorded.get(key) != current.get(key)]
+    differences = [
+        key
+        for key in COMPARED_KEYS
+        # A focus stage changes every vector, so it must match both ways (an index without one records none).
+        if (key in recorded or key == "focus") and recorded.get(key) != current.get(key)
+    ]
     if differences:
         raise ModelMismatchError(
             f"this index was built with {recorded.get('model')} ({recorded.get('dim')}-d) but the model in use is "
@@ -57,9 +62,41 @@ def open_catalog(where: str | Path | IndexTarget, model: str | None = None, weig
     if not recorded.get("model"):
         index.close()
         raise IndexError_(f"the index at {target.describe()} does not record which model built it")
+    return Catalog(index, embedder_for(recorded, model, weights))
+
+
+def embedder_for(recorded: dict[str, Any], model: str | None = None, weights: str | None = None) -> Embedder:
+    """The model an index records (or ``model``, which must make the same vectors), with its focus stage."""
     embedder = load_embedder(model or recorded["model"], weights=weights)
+    if recorded.get("focus"):
+        embedder = embedder.with_focus(focus_from_descriptor(recorded["focus"]))
     check_model(recorded, embedder)
-    return Catalog(index, embedder)
+    return embedder
+
+
+FOCUS_CHOICES = ("none", "object")
+
+
+def make_focus(focus: str, resolution: int | None = None) -> Any:
+    """The focus stage a new index asks for: None for ``none``, U²-Net-p for ``object``."""
+    if focus not in FOCUS_CHOICES:
+        raise IndexError_(f"focus must be one of {', '.join(FOCUS_CHOICES)}, got {focus!r}")
+    if focus == "none":
+        return None
+    from lookalike.focus import DEFAULT_RESOLUTION, Focus
+
+    return Focus(resolution=resolution or DEFAULT_RESOLUTION)
+
+
+def focus_from_descriptor(recorded: dict[str, Any]) -> Any:
+    """The focus stage an index recorded, rebuilt with the same settings (check_model then compares the
+    weights digest and version too)."""
+    from lookalike.focus import Focus
+
+    if recorded.get("name") != "u2netp":
+        raise IndexError_(f"this index was built with a focus stage lookalike does not know: {recorded.get('name')!r}")
+    keys = ("resolution", "threshold", "margin", "min_box", "min_peak", "precision")
+    return Focus(**{key: recorded[key] for key in keys if key in recorded})
 
 
 def open_or_create_catalog(
@@ -69,10 +106,14 @@ def open_or_create_catalog(
     kind: IndexKind = "hnsw",
     weights: str | None = None,
     structure: Mapping[str, Any] | None = None,
+    focus: str = "none",
+    focus_resolution: int | None = None,
 ) -> Catalog:
     """Open the index at ``where``, or create one for ``model`` (default: the configured default model).
 
-    ``structure``: more ``IndexSettings`` fields for a new index (encoding, ivf_lists, reduce_dim, ...).
+    ``structure``: more ``IndexSettings`` fields for a new index (encoding, ivf_lists, reduce_dim, ...);
+    ``focus``: ``object`` puts the salient-object stage before the model (new index only: an existing index
+    keeps the focus it records).
     """
     target = as_target(where)
     if index_exists(target):
@@ -80,6 +121,7 @@ def open_or_create_catalog(
     from lookalike.config import get_settings
 
     embedder = load_embedder(model or get_settings().model, weights=weights)
+    embedder = embedder.with_focus(make_focus(focus, focus_resolution))
     settings = IndexSettings(
         dim=embedder.dim, metric=metric, kind=kind, embedding=embedder.descriptor(), **dict(structure or {})
     )

@@ -72,6 +72,12 @@ def index_command(
     rerank_encoding: Annotated[
         str, typer.Option(help="How the re-scoring store keeps vectors: none (float32), fp16 or sq8 (new index)")
     ] = "none",
+    focus: Annotated[
+        str, typer.Option(help="none, or object: find the product, paint the rest white, crop to it (new index)")
+    ] = "none",
+    focus_resolution: Annotated[
+        int | None, typer.Option(help="Input size of the focus network (96-320, multiples of 32; default 160)")
+    ] = None,
     batch_size: Annotated[int, typer.Option(min=1, max=1024)] = 32,
     workers: Annotated[int, typer.Option(min=1, max=64, help="Decode threads")] = 2,
     force: Annotated[bool, typer.Option(help="Re-embed items even if already indexed")] = False,
@@ -95,7 +101,15 @@ def index_command(
     structure |= {"reduce_dim": reduce_dim, "rerank": rerank, "rerank_encoding": rerank_encoding}
     target = _target(index, backend, url, name)
     items = open_source(source)
-    catalog = open_or_create_catalog(target, model, metric, kind, structure=structure)  # type: ignore[arg-type]
+    catalog = open_or_create_catalog(
+        target,
+        model,
+        metric,  # type: ignore[arg-type]
+        kind,  # type: ignore[arg-type]
+        structure=structure,
+        focus=focus,
+        focus_resolution=focus_resolution,
+    )
     try:
         result = ingest(
             items,
@@ -270,8 +284,7 @@ def eval_command(
     """Same-label precision@1/@k, same-sender share@k, near-duplicate recall and recall@k vs exact search."""
     import time
 
-    from lookalike.catalog import check_model
-    from lookalike.embed import load_embedder
+    from lookalike.catalog import embedder_for
     from lookalike.evaluate import EvalOptions, evaluate_index, format_report
     from lookalike.index.backends import open_index
 
@@ -281,8 +294,7 @@ def eval_command(
         recorded = dict(opened.settings.embedding)
         embedder = None
         if duplicates and recorded.get("model"):  # the model that built the index, as open_catalog loads it
-            embedder = load_embedder(recorded["model"])
-            check_model(recorded, embedder)
+            embedder = embedder_for(recorded)
         opened_in = time.perf_counter() - started
         options = EvalOptions(
             k=k,

@@ -7,6 +7,7 @@ Python then does no float arithmetic on pixels at all.
 
 from __future__ import annotations
 
+import copy
 import os
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -50,6 +51,9 @@ class Embedder:
     feature_output: str = "features"
     extra: dict[str, Any] = field(default_factory=dict)
     """Anything else worth recording with an index (weights file hash, source)."""
+    focus: Any = None
+    """An optional :class:`lookalike.focus.Focus` run on every picture before the resize and crop (the product
+    on white, cropped to it), for catalogue and query images alike; recorded in :meth:`descriptor`."""
     providers: tuple[str, ...] | None = None
     """ONNX Runtime execution providers by preference (``cuda``, ``openvino``, ...; CPU is always the
     fallback); None: the ``LOOKALIKE_PROVIDERS`` setting. See :mod:`lookalike.embed.providers`."""
@@ -80,15 +84,27 @@ class Embedder:
 
     def descriptor(self) -> dict[str, Any]:
         """What an index records about the model, and compares on every add and query."""
-        return {
+        described = {
             "model": self.name,
             "dim": self.dim,
             "preprocessing": asdict(self.preprocessing),
             **self.extra,
         }
+        if self.focus is not None:  # absent, not null, without focus: indexes made before it stay identical
+            described["focus"] = self.focus.descriptor()
+        return described
+
+    def with_focus(self, focus: Any) -> Embedder:
+        """This model with ``focus`` before it (or without any, for None), sharing the loaded session."""
+        focused = copy.copy(self)
+        focused.focus = focus
+        return focused
 
     def prepare(self, image: Image.Image) -> np.ndarray:
-        """One RGB image to a (crop, crop, 3) uint8 array: cheap, and safe to run in worker threads."""
+        """One RGB image to a (crop, crop, 3) uint8 array: safe to run in worker threads; cheap unless a focus
+        stage runs first (a salient-object network on the whole picture)."""
+        if self.focus is not None:
+            image = self.focus.apply(image)
         return resize_and_crop(image, self.preprocessing.resize, self.preprocessing.crop)
 
     def embed_prepared(self, batch: np.ndarray) -> np.ndarray:
