@@ -10,6 +10,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from lookalike.config import get_settings
+
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -54,3 +56,30 @@ def photo_folder(tmp_path: Path) -> Path:
         folder.mkdir(parents=True, exist_ok=True)
         (folder / f"item-{seed:02d}.jpg").write_bytes(make_photo(seed))
     return root
+
+
+# Read at import, before the session's cache fixture points LOOKALIKE_CACHE at a temporary directory.
+_USER_CACHE = get_settings().cache
+
+
+@pytest.fixture(scope="session")
+def shipped(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The real U²-Net-p ONNX file: the copy make install put in the user's cache, else a download into this
+    run's cache; the tests that need it skip, saying why, when neither works."""
+    from lookalike.errors import ModelError
+    from lookalike.focus import weights as focus_weights
+
+    saved = {name: os.environ.pop(name, None) for name in (focus_weights.ENV_PATH, focus_weights.ENV_SHA256)}
+    try:
+        try:
+            return focus_weights.u2netp_path(_USER_CACHE, download=False)
+        except ModelError:
+            pass
+        try:
+            return focus_weights.u2netp_path(tmp_path_factory.mktemp("u2netp"))
+        except ModelError as exc:
+            pytest.skip(f"the U²-Net-p weights are not cached and cannot be downloaded here ({exc})")
+    finally:
+        for name, value in saved.items():
+            if value is not None:
+                os.environ[name] = value

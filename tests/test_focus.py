@@ -10,7 +10,6 @@ tiny ONNX stand-in for the network that marks dark pixels.
 from __future__ import annotations
 
 import hashlib
-import os
 import subprocess
 import zipfile
 from pathlib import Path
@@ -19,12 +18,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from lookalike.config import get_settings
 from lookalike.errors import ModelError
 from lookalike.focus import Focus, object_box, square_crop, weights
-
-# Read at import (collection), before the session's cache fixture points LOOKALIKE_CACHE at a temporary dir.
-_USER_CACHE = get_settings().cache
 
 
 def _wheel(path: Path, payload: bytes, member: str = weights.MEMBER) -> Path:
@@ -240,24 +235,6 @@ def test_a_non_image_model_is_refused(tmp_path: Path) -> None:
 
 
 # The shipped U²-Net-p.
-
-
-@pytest.fixture(scope="session")
-def shipped(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    saved = {name: os.environ.pop(name, None) for name in (weights.ENV_PATH, weights.ENV_SHA256)}
-    try:
-        try:
-            return weights.u2netp_path(_USER_CACHE, download=False)
-        except ModelError:
-            pass
-        try:
-            return weights.u2netp_path(tmp_path_factory.mktemp("u2netp"))
-        except ModelError as exc:
-            pytest.skip(f"the U²-Net-p weights are not cached and cannot be downloaded here ({exc})")
-    finally:
-        for name, value in saved.items():
-            if value is not None:
-                os.environ[name] = value
 
 
 @pytest.fixture(scope="module")
