@@ -3,7 +3,6 @@ and query images alike, and refused when a query would be made without it (or wi
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
@@ -58,11 +57,11 @@ def test_a_plain_index_refuses_a_focused_model(tmp_path: Path, shipped: Path, li
     catalog.close()
 
 
-def test_the_cli_builds_a_focused_index(tmp_path: Path, photos: Path, shipped: Path) -> None:
+def test_the_cli_builds_a_focused_index(tmp_path: Path, photos: Path, shipped: Path, cache_dir: Path) -> None:
     from lookalike import cli
 
     runner = CliRunner()
-    env = {weights.ENV_PATH: str(shipped), "LOOKALIKE_CACHE": os.environ["LOOKALIKE_CACHE"]}
+    env = {weights.ENV_PATH: str(shipped), "LOOKALIKE_CACHE": str(cache_dir)}
     index = str(tmp_path / "cli-index")
     result = runner.invoke(
         cli.app, ["index", str(photos), "--index", index, "--focus", "object", "--focus-resolution", "128"], env=env
