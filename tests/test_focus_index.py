@@ -57,11 +57,14 @@ def test_a_plain_index_refuses_a_focused_model(tmp_path: Path, shipped: Path, li
     catalog.close()
 
 
-def test_the_cli_builds_a_focused_index(tmp_path: Path, photos: Path, shipped: Path, cache_dir: Path) -> None:
+def test_the_cli_builds_a_focused_index(
+    tmp_path: Path, photos: Path, shipped: Path, cache_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from lookalike import cli
 
     runner = CliRunner()
-    env = {weights.ENV_PATH: str(shipped), "LOOKALIKE_CACHE": str(cache_dir)}
+    monkeypatch.setenv(weights.ENV_PATH, str(shipped))  # for the CLI and for reopening the index below
+    env = {"LOOKALIKE_CACHE": str(cache_dir)}
     index = str(tmp_path / "cli-index")
     result = runner.invoke(
         cli.app, ["index", str(photos), "--index", index, "--focus", "object", "--focus-resolution", "128"], env=env
