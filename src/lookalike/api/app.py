@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import os
 import time
 from pathlib import Path
 
@@ -14,7 +13,6 @@ from fastapi.staticfiles import StaticFiles
 
 import lookalike
 from lookalike.api import reference, routes
-from lookalike.api.capacity import Slots
 from lookalike.api.errors import install_error_handlers
 from lookalike.api.limits import BodySizeLimit, RateLimit
 from lookalike.api.query_cache import QueryCache
@@ -42,10 +40,6 @@ def create_app(catalog: Catalog, settings: Settings | None = None, uploads_dir: 
         uploads_dir=uploads_dir or (Path(index_path) / "uploads" if index_path else settings.cache / "uploads"),
         queries=QueryCache(max_items=settings.query_cache),
         guard=AddressGuard(allow=settings.url_allow),
-        fetch_slots=Slots("URL fetches", settings.max_url_fetches, settings.max_waiting, settings.busy_wait),
-        decode_slots=Slots(
-            "image decodes", settings.max_decodes or os.cpu_count() or 1, settings.max_waiting, settings.busy_wait
-        ),
     )
     sweep_uploads(app.state.lookalike)
     install_error_handlers(app)

@@ -40,7 +40,6 @@ class Slots:
         self._lock = threading.Lock()
         self._busy = 0
         self._waiting = 0
-        self.refused = 0
 
     @property
     def busy(self) -> int:
@@ -58,8 +57,6 @@ class Slots:
             return False
 
     def _refuse(self, why: str) -> BusyError:
-        with self._lock:
-            self.refused += 1
         return BusyError(
             f"the server is busy: {self.size} {self.what} are running and {why}; retry in a moment",
             retry_after=max(1, round(self.wait)),

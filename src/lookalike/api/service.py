@@ -40,10 +40,17 @@ class ServerState:
     thumbnails: ThumbnailCache = field(default_factory=ThumbnailCache)
     metrics: Metrics = field(default_factory=Metrics)
     guard: AddressGuard = field(default_factory=AddressGuard)
-    fetch_slots: Slots = field(default_factory=lambda: Slots("URL fetches", 8, 64, 10.0))
-    decode_slots: Slots = field(default_factory=lambda: Slots("image decodes", os.cpu_count() or 1, 64, 10.0))
     last_save: float = field(default_factory=time.monotonic)
     save_lock: threading.Lock = field(default_factory=threading.Lock)
+    fetch_slots: Slots = field(init=False)
+    decode_slots: Slots = field(init=False)
+
+    def __post_init__(self) -> None:
+        """The fetch and decode bounds follow the settings (one place for their numbers)."""
+        settings = self.settings
+        self.fetch_slots = Slots("URL fetches", settings.max_url_fetches, settings.max_waiting, settings.busy_wait)
+        decodes = settings.max_decodes or os.cpu_count() or 1
+        self.decode_slots = Slots("image decodes", decodes, settings.max_waiting, settings.busy_wait)
 
     def after_write(self) -> None:
         """Save the index if ``settings.save_seconds`` is set and the last save is that old (one writer does

@@ -82,7 +82,9 @@ def check_metadata(item_id: str, metadata: Any) -> str:
         raise IndexError_(f"item {item_id!r} has metadata that is not an object: {type(metadata).__name__}")
     _check_json_value(item_id, metadata)
     text = json.dumps(metadata, ensure_ascii=False, sort_keys=True, allow_nan=False)  # as stored since 0.1
-    size = len(json.dumps(metadata, ensure_ascii=False, separators=(",", ":")).encode("utf-8"))  # compact
+    size = len(text.encode("utf-8"))
+    if size > MAX_METADATA_BYTES:  # the stored form has spaces; the limit is on the compact one, never larger
+        size = len(json.dumps(metadata, ensure_ascii=False, separators=(",", ":")).encode("utf-8"))
     if size > MAX_METADATA_BYTES:
         raise IndexError_(f"item {item_id!r} has {size:,} bytes of metadata (as JSON); at most {MAX_METADATA_BYTES:,}")
     return text
