@@ -19,7 +19,9 @@ from lookalike.index import IndexSettings, VectorIndex
 from lookalike.index.backends import IndexTarget, create_index, index_exists, open_index
 from lookalike.index.base import IndexKind, Metric
 
-COMPARED_KEYS = ("model", "dim", "preprocessing", "weights", "focus")
+COMPARED_KEYS = ("model", "dim", "preprocessing", "weights", "focus", "adaptation")
+BOTH_WAYS = ("focus", "adaptation")
+"""Stages that change every vector: an index without one records none, so they must match both ways."""
 
 
 @dataclass
@@ -43,8 +45,7 @@ def check_model(recorded: dict[str, Any], embedder: Embedder) -> None:
     differences = [
         key
         for key in COMPARED_KEYS
-        # A focus stage changes every vector, so it must match both ways (an index without one records none).
-        if (key in recorded or key == "focus") and recorded.get(key) != current.get(key)
+        if (key in recorded or key in BOTH_WAYS) and recorded.get(key) != current.get(key)
     ]
     if differences:
         raise ModelMismatchError(
@@ -66,10 +67,15 @@ def open_catalog(where: str | Path | IndexTarget, model: str | None = None, weig
 
 
 def embedder_for(recorded: dict[str, Any], model: str | None = None, weights: str | None = None) -> Embedder:
-    """The model an index records (or ``model``, which must make the same vectors), with its focus stage."""
+    """The model an index records (or ``model``, which must make the same vectors), with its focus stage and
+    the projection ``lookalike adapt`` learned for it."""
     embedder = load_embedder(model or recorded["model"], weights=weights)
     if recorded.get("focus"):
         embedder = embedder.with_focus(focus_from_descriptor(recorded["focus"]))
+    if recorded.get("adaptation"):
+        from lookalike.adapt import Projection
+
+        embedder = embedder.with_projection(Projection.from_record(recorded["adaptation"]))
     check_model(recorded, embedder)
     return embedder
 

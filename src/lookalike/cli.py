@@ -312,6 +312,42 @@ def eval_command(
     typer.echo(json.dumps(result, indent=2) if as_json else format_report(result))
 
 
+@app.command("adapt")
+def adapt_command(
+    index: IndexOption = None,
+    label: Annotated[
+        str | None, typer.Option(help="Metadata field whose values teach the projection (a category, a SKU)")
+    ] = None,
+    undo: Annotated[
+        bool, typer.Option("--undo", help="Return to the plain features and forget the projection")
+    ] = False,
+    holdout_by: Annotated[
+        str | None,
+        typer.Option(
+            help="Learn only from the items of half of this field's values (e.g. sender_id); "
+            "lookalike eval then measures on the other half"
+        ),
+    ] = None,
+    seed: Annotated[int, typer.Option(help="Seed of the --holdout-by split")] = 0,
+    gain: Annotated[
+        float, typer.Option(min=0.0, max=100.0, help="How far the class directions are stretched (1 + gain)")
+    ] = 3.0,
+    as_json: JsonOption = False,
+    backend: BackendOption = None,
+    url: UrlOption = None,
+    name: NameOption = None,
+) -> None:
+    """Learn from the catalogue's own labels and re-project every stored vector (no image embedded again)."""
+    from lookalike.adapt.reproject import adapt_index
+
+    if undo == bool(label):
+        raise typer.BadParameter("give --label FIELD to adapt, or --undo to return to the plain features")
+    report = adapt_index(
+        _target(index, backend, url, name), label, undo=undo, holdout_by=holdout_by, seed=seed, gain=gain
+    )
+    typer.echo(json.dumps(report.to_dict(), indent=2) if as_json else report.summary())
+
+
 @app.command("serve")
 def serve_command(
     index: IndexOption = None,

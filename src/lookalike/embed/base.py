@@ -54,6 +54,10 @@ class Embedder:
     focus: Any = None
     """An optional :class:`lookalike.focus.Focus` run on every picture before the resize and crop (the product
     on white, cropped to it), for catalogue and query images alike; recorded in :meth:`descriptor`."""
+    projection: Any = None
+    """An optional :class:`lookalike.adapt.Projection` learned from the catalogue's labels (``lookalike
+    adapt``), applied to every vector this model makes, catalogue and query alike; recorded in
+    :meth:`descriptor`."""
     providers: tuple[str, ...] | None = None
     """ONNX Runtime execution providers by preference (``cuda``, ``openvino``, ...; CPU is always the
     fallback); None: the ``LOOKALIKE_PROVIDERS`` setting. See :mod:`lookalike.embed.providers`."""
@@ -92,6 +96,8 @@ class Embedder:
         }
         if self.focus is not None:  # absent, not null, without focus: indexes made before it stay identical
             described["focus"] = self.focus.descriptor()
+        if self.projection is not None:  # likewise absent until an index is adapted
+            described["adaptation"] = self.projection.record()
         return described
 
     def with_focus(self, focus: Any) -> Embedder:
@@ -99,6 +105,12 @@ class Embedder:
         focused = copy.copy(self)
         focused.focus = focus
         return focused
+
+    def with_projection(self, projection: Any) -> Embedder:
+        """This model with ``projection`` after it (or without any, for None), sharing the loaded session."""
+        projected = copy.copy(self)
+        projected.projection = projection
+        return projected
 
     def prepare(self, image: Image.Image) -> np.ndarray:
         """One RGB image to a (crop, crop, 3) uint8 array: safe to run in worker threads; cheap unless a focus
@@ -112,7 +124,8 @@ class Embedder:
         if batch.ndim != 4 or batch.dtype != np.uint8:
             raise ModelError(f"expected a (n, h, w, 3) uint8 batch, got {batch.dtype} {batch.shape}")
         (features,) = self._session.run([self.feature_output], {self._input_name: self._to_input(batch)})
-        return np.ascontiguousarray(features.reshape(len(batch), -1), dtype=np.float32)
+        vectors = np.ascontiguousarray(features.reshape(len(batch), -1), dtype=np.float32)
+        return vectors if self.projection is None else self.projection.apply(vectors)
 
     def embed(self, images: Sequence[Image.Image]) -> np.ndarray:
         """RGB images to (n, dim) float32 features."""

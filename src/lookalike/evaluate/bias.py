@@ -38,14 +38,19 @@ def default_bias_field(snapshot: Snapshot) -> str | None:
 
 
 def same_field_share(
-    snapshot: Snapshot, field: str, k: int = 10, neighbours: np.ndarray | None = None
+    snapshot: Snapshot,
+    field: str,
+    k: int = 10,
+    neighbours: np.ndarray | None = None,
+    among: np.ndarray | None = None,
 ) -> FieldShareReport:
     """Leave-one-out share@k of neighbours sharing the query's ``field`` value, and the random-pair baseline.
 
-    ``neighbours``: exact neighbours of every item of ``snapshot`` (at least k columns), else computed.
+    ``neighbours``: exact neighbours of every item of ``snapshot`` (at least k columns), else computed;
+    ``among``: a bool per item, only those are queries (a held-out half); the neighbours come from all.
     """
     codes = value_codes(snapshot.values(field))
-    queries = np.flatnonzero(codes >= 0)
+    queries = np.flatnonzero((codes >= 0) & (True if among is None else among))
     if not len(queries):
         return FieldShareReport(field, k, 0, 0.0, 0.0)
     found = neighbours[queries, :k] if neighbours is not None else exact_neighbours(snapshot, k, queries)

@@ -168,14 +168,20 @@ def duplicate_recall(
     transforms: Mapping[str, Callable[[Image.Image], bytes]] = TRANSFORMS,
     read: Callable[[str | None], bytes] = read_location,
     workers: int = 2,
+    among: np.ndarray | None = None,
 ) -> DuplicateReport:
     """Recall@1 and @k of each transform's altered copies of ``sample`` seeded catalogue items.
 
     The search is the index's own (approximate unless ``exact``), as a user's query by image runs. Reading
     and altering run in ``workers`` threads, ahead of the model; the results do not depend on their number.
+    ``among``: a bool per item, only those are sampled (a held-out half).
     """
     snapshot = snapshot if snapshot is not None else Snapshot.load(index)
-    candidates = [position for position, location in enumerate(snapshot.locations) if location]
+    candidates = [
+        position
+        for position, location in enumerate(snapshot.locations)
+        if location and (among is None or among[position])
+    ]
     chosen = random.Random(seed).sample(candidates, min(sample, len(candidates)))
     names = tuple(transforms)
     hits_1 = dict.fromkeys(names, 0)

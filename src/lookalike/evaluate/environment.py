@@ -53,4 +53,8 @@ def index_settings(index: VectorIndex) -> dict[str, Any]:
     """Everything the index records about itself: the model descriptor, metric, kind, structure."""
     settings = asdict(index.settings)
     settings["embedding"] = dict(index.settings.embedding)
+    if isinstance(settings["embedding"].get("adaptation"), dict):  # the basis is data, not a setting to show
+        adaptation = dict(settings["embedding"]["adaptation"])
+        adaptation.pop("basis", None)
+        settings["embedding"]["adaptation"] = adaptation
     return settings

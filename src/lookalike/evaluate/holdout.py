@@ -1,30 +1,39 @@
-"""Train/test halves split by a metadata field's values (for a later ``adapt --holdout-by FIELD``).
-
-Splitting by value, not by item, keeps every sender (say) wholly on one side, so a model adapted on the
-train half cannot score by recognising the test half's rooms and hangers. Used by nothing yet.
-"""
+"""Train/test halves of a catalogue split by a metadata field's values (see :mod:`lookalike.adapt.holdout`)."""
 
 from __future__ import annotations
 
-import random
+from collections.abc import Mapping
+from typing import Any
 
+import numpy as np
+
+from lookalike.adapt.holdout import DEFAULT_TEST_SHARE, test_values, value_key
 from lookalike.evaluate.neighbours import Snapshot
 
 
 def holdout_split_by_field(
-    snapshot: Snapshot, field: str, seed: int = 0, test_share: float = 0.5
+    snapshot: Snapshot, field: str, seed: int = 0, test_share: float = DEFAULT_TEST_SHARE
 ) -> tuple[list[str], list[str]]:
-    """(train ids, test ids): the field's distinct values shuffled with ``seed``, the first ``test_share`` of
-    them (rounded, at least one when there are two or more) to test. Items without the field are left out."""
-    values = sorted({repr(value) for value in snapshot.values(field) if value is not None})
-    random.Random(seed).shuffle(values)
-    cut = round(test_share * len(values))
-    if len(values) >= 2:
-        cut = min(max(cut, 1), len(values) - 1)
-    test_values = set(values[:cut])
+    """(train ids, test ids) of the items that carry ``field``, split by its values (items without it are
+    left out); the same split ``lookalike adapt --holdout-by`` learns on."""
+    held_out = test_values(snapshot.values(field), seed, test_share)
     train: list[str] = []
     test: list[str] = []
     for item_id, value in zip(snapshot.ids, snapshot.values(field), strict=True):
         if value is not None:
-            (test if repr(value) in test_values else train).append(item_id)
+            (test if value_key(value) in held_out else train).append(item_id)
     return train, test
+
+
+def adaptation_holdout(embedding: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The split an adapted index was learned with (``adapt --holdout-by``), or None."""
+    adaptation = embedding.get("adaptation") or {}
+    holdout = (adaptation.get("learned") or {}).get("holdout")
+    return dict(holdout) if holdout else None
+
+
+def held_out_mask(snapshot: Snapshot, holdout: Mapping[str, Any]) -> np.ndarray:
+    """A bool per item: True for the test half of ``holdout`` (the items the projection never saw)."""
+    values = snapshot.values(holdout["field"])
+    held_out = test_values(values, int(holdout.get("seed", 0)), float(holdout.get("test_share", DEFAULT_TEST_SHARE)))
+    return np.array([value is not None and value_key(value) in held_out for value in values], dtype=bool)

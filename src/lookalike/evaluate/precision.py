@@ -100,16 +100,20 @@ def same_label_precision(
     seed: int = 0,
     snapshot: Snapshot | None = None,
     neighbours: np.ndarray | None = None,
+    among: np.ndarray | None = None,
 ) -> PrecisionReport:
     """Leave-one-out same-label precision at each k in ``k_values``.
 
     ``exact``: brute force over the whole catalogue in batches (:func:`exact_neighbours`, the same results as
     ``index.search(..., exact=True)``); else one approximate ``index.search`` per query, as a user's query
     runs. ``snapshot`` saves reading the index again; ``neighbours`` (exact, for every item of ``snapshot``,
-    at least ``max(k_values)`` columns) saves the brute force.
+    at least ``max(k_values)`` columns) saves the brute force. ``among``: a bool per item, only those are
+    queries (a held-out half); their neighbours still come from the whole catalogue.
     """
     snapshot = snapshot if snapshot is not None else Snapshot.load(index)
     queries = label_queries(snapshot, label_field, ignore_labels)
+    if among is not None:
+        queries = queries[among[queries]]
     if sample is not None and sample < len(queries):
         queries = np.asarray(random.Random(seed).sample(list(queries), sample), dtype=np.int64)
     k_max = max(k_values)

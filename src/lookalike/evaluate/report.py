@@ -17,6 +17,7 @@ from lookalike.embed import Embedder
 from lookalike.evaluate.bias import default_bias_field, same_field_share
 from lookalike.evaluate.duplicates import duplicate_recall
 from lookalike.evaluate.environment import index_settings, machine_info
+from lookalike.evaluate.holdout import adaptation_holdout, held_out_mask
 from lookalike.evaluate.neighbours import Snapshot, exact_neighbours
 from lookalike.evaluate.precision import default_ignore_labels, same_label_precision
 from lookalike.evaluate.recall import recall_against_exact
@@ -78,6 +79,8 @@ def evaluate_index(
         last = now
 
     snapshot = Snapshot.load(index)
+    holdout = adaptation_holdout(index.settings.embedding)
+    among = held_out_mask(snapshot, holdout) if holdout else None
     lap("read")
     neighbours = exact_neighbours(snapshot, k)
     lap("exact_knn")
@@ -95,9 +98,10 @@ def evaluate_index(
         "label_field": options.label_field,
         "ignored_labels": list(ignore),
         "ignored_labels_from": ignore_source,
+        "held_out": None if among is None else {**holdout, "items": int(among.sum())},
     }
     exact = same_label_precision(
-        index, k_values, options.label_field, True, ignore, snapshot=snapshot, neighbours=neighbours
+        index, k_values, options.label_field, True, ignore, snapshot=snapshot, neighbours=neighbours, among=among
     )
     result["queries"] = exact.queries
     result |= {f"precision@{kk}_exact": round(exact.precision[kk], 4) for kk in k_values}
@@ -106,7 +110,9 @@ def evaluate_index(
 
     name = approximate_name(index)
     if name is not None:
-        approx = same_label_precision(index, k_values, options.label_field, False, ignore, snapshot=snapshot)
+        approx = same_label_precision(
+            index, k_values, options.label_field, False, ignore, snapshot=snapshot, among=among
+        )
         result |= {f"precision@{kk}_{name}": round(approx.precision[kk], 4) for kk in k_values}
         lap(f"precision_{name}")
         result[f"recall@{k}_{name}_vs_exact"] = round(recall_against_exact(index, k, options.recall_queries), 4)
@@ -115,7 +121,7 @@ def evaluate_index(
 
     field = default_bias_field(snapshot) if options.bias_field is None else (options.bias_field or None)
     if field is not None:
-        share = same_field_share(snapshot, field, k, neighbours)
+        share = same_field_share(snapshot, field, k, neighbours, among)
         result["same_field"] = {
             key: round(value, 4) if isinstance(value, float) else value for key, value in asdict(share).items()
         }
@@ -124,7 +130,7 @@ def evaluate_index(
     lap("same_field")
 
     if options.duplicates and embedder is not None:
-        dup = duplicate_recall(index, embedder, options.duplicates, options.seed, k, snapshot=snapshot)
+        dup = duplicate_recall(index, embedder, options.duplicates, options.seed, k, snapshot=snapshot, among=among)
         result["duplicates"] = {
             "sampled": dup.sampled,
             "unreadable": dup.unreadable,
@@ -163,6 +169,17 @@ def _pairs(values: dict[str, Any]) -> str:
     return ", ".join(f"{key} {value}" for key, value in values.items())
 
 
+def _adaptation_line(adaptation: dict[str, Any] | None) -> list[str]:
+    if not adaptation:
+        return []
+    learned = adaptation.get("learned", {})
+    return [
+        f"adapted:  from {learned.get('field')!r} ({learned.get('items')} items, {learned.get('classes')} classes), "
+        f"{adaptation.get('rank')} directions stretched by {1 + adaptation.get('gain', 0):.1f}x, "
+        f"digest {adaptation.get('digest')}"
+    ]
+
+
 def format_report(result: dict[str, Any]) -> str:
     """The table ``lookalike eval`` prints: settings and machine first, then every figure."""
     machine, settings, options = result["machine"], dict(result["settings"]), result["options"]
@@ -175,12 +192,19 @@ def format_report(result: dict[str, Any]) -> str:
         f"avx512 {yes[machine['avx512']]}, avx512_vnni {yes[machine['avx512_vnni']]}; "
         f"python {machine['python']}, faiss {machine['faiss']}, onnxruntime {machine['onnxruntime']}, "
         f"numpy {machine['numpy']}",
-        f"model:    {_pairs(embedding) or '(not recorded)'}",
+        f"model:    {_pairs({k: v for k, v in embedding.items() if k != 'adaptation'}) or '(not recorded)'}",
+        *_adaptation_line(embedding.get("adaptation")),
         f"settings: {_pairs(settings)}",
         f"options:  k {k}, label field {options['label_field']!r}, bias field {options['bias_field']!r}, "
         f"duplicates {options['duplicates']}, recall queries {options['recall_queries']}, seed {options['seed']}",
         "",
     ]
+    held = result.get("held_out")
+    if held:
+        lines.append(
+            f"held out: queries are the {held['items']:,} items of the {held['field']!r} test half (seed "
+            f"{held['seed']}), whose labels the adaptation never saw; neighbours come from every item"
+        )
     ignored = ", ".join(repr(label) for label in result["ignored_labels"]) or "none"
     lines.append(
         f"same-label precision, leave-one-out over {result['queries']:,} queries "

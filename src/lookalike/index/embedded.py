@@ -38,7 +38,7 @@ import json
 import os
 import sqlite3
 import threading
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -794,6 +794,53 @@ class EmbeddedIndex(VectorIndex):
         connection.close()
         if not structure_kept:  # only query-time parameters changed: the checkpoint stays as it is
             (path / FAISS_NAME).unlink(missing_ok=True)
+        index = cls.open(path)
+        index.save()
+        return index
+
+    @classmethod
+    def reproject(
+        cls,
+        path: str | Path,
+        transform: Callable[[np.ndarray], np.ndarray],
+        embedding: Mapping[str, Any],
+        batch_size: int = 10_000,
+    ) -> EmbeddedIndex:
+        """Replace every stored vector ``v`` by ``transform(v)`` and the recorded model descriptor by
+        ``embedding``, as one SQLite transaction (``lookalike adapt``): either every vector and the
+        descriptor change, or nothing does. The search structure is then rebuilt from SQLite.
+
+        The checkpoint is deleted before the commit: a crash between the two leaves the old vectors and a
+        structure to rebuild from them, never a checkpoint of vectors SQLite no longer holds. Processes that
+        have the index open keep searching their old structure until they reopen it.
+        """
+        path = Path(path)
+        with cls.open(path, mmap=True) as index:
+            settings = index.settings
+        changed = IndexSettings(**{**asdict(settings), "embedding": dict(embedding)})
+        connection = _connect(path / SQLITE_NAME)
+        try:
+            connection.execute("BEGIN IMMEDIATE")
+            last = -1
+            while rows := connection.execute(
+                "SELECT vid, id, vector FROM items WHERE vid > ? ORDER BY vid LIMIT ?", (last, batch_size)
+            ).fetchall():
+                last = rows[-1][0]
+                vectors = transform(np.stack([np.frombuffer(row[2], dtype=np.float32) for row in rows]))
+                updates = [
+                    (validate.check_vector(row[1], vector, settings.dim, settings.metric).tobytes(), row[0])
+                    for row, vector in zip(rows, vectors, strict=True)
+                ]
+                connection.executemany("UPDATE items SET vector = ? WHERE vid = ?", updates)
+            connection.execute("UPDATE meta SET value = ? WHERE key = 'settings'", (json.dumps(asdict(changed)),))
+            (path / FAISS_NAME).unlink(missing_ok=True)
+            connection.execute("COMMIT")
+        except BaseException:
+            if connection.in_transaction:
+                connection.execute("ROLLBACK")
+            raise
+        finally:
+            connection.close()
         index = cls.open(path)
         index.save()
         return index
