@@ -65,26 +65,34 @@ def precision_at(vectors: np.ndarray, metadata: list[dict[str, Any]], queries: l
 def test_projection_inverts_exactly_and_round_trips_its_record() -> None:
     rng = np.random.default_rng(1)
     basis, _ = np.linalg.qr(rng.normal(size=(64, 5)))
-    projection = Projection(basis.astype(np.float32), 3.0, {"field": "label"})
+    centre = 0.1 * rng.normal(size=64).astype(np.float32)
+    projection = Projection(basis.astype(np.float32), 3.0, centre, {"field": "label"})
     x = rng.normal(size=(10, 64)).astype(np.float32)
+    unit = x / np.linalg.norm(x, axis=1, keepdims=True)
     projected = projection.apply(x)
-    assert not np.allclose(projected, x)
-    np.testing.assert_allclose(projection.invert(projected), x, atol=1e-5)
+    assert not np.allclose(projected, unit)
+    np.testing.assert_allclose(projection.invert(projected), unit, atol=1e-5)  # the direction, exactly
+    np.testing.assert_allclose(projection.apply(5.0 * x), projected, atol=1e-5)  # lengths do not matter
     # Directions outside the basis keep their length; inside they grow by 1 + gain.
-    outside = x - (x @ basis) @ basis.T
-    np.testing.assert_allclose(projection.apply(outside), outside, atol=1e-5)
-    inside = (x @ basis) @ basis.T
-    np.testing.assert_allclose(projection.apply(inside), 4.0 * inside, atol=1e-4)
+    plain = Projection(basis.astype(np.float32), 3.0, np.zeros(64, dtype=np.float32))
+    outside = unit - (unit @ basis) @ basis.T
+    outside /= np.linalg.norm(outside, axis=1, keepdims=True)
+    np.testing.assert_allclose(plain.apply(outside), outside, atol=1e-5)
+    inside = (unit @ basis) @ basis.T
+    inside /= np.linalg.norm(inside, axis=1, keepdims=True)
+    np.testing.assert_allclose(plain.apply(inside), 4.0 * inside, atol=1e-4)
     record = json.loads(json.dumps(projection.record()))
     again = Projection.from_record(record)
     np.testing.assert_array_equal(again.basis, projection.basis)
+    np.testing.assert_array_equal(again.centre, projection.centre)
     assert again.gain == 3.0 and again.learned == {"field": "label"}
 
 
 def test_a_damaged_or_unknown_projection_record_is_refused_by_name() -> None:
     basis, _ = np.linalg.qr(np.random.default_rng(2).normal(size=(16, 3)))
-    record = Projection(basis.astype(np.float32), 1.0).record()
-    tampered = dict(record, basis=Projection(np.eye(16, 3, dtype=np.float32), 1.0).record()["basis"])
+    zero = np.zeros(16, dtype=np.float32)
+    record = Projection(basis.astype(np.float32), 1.0, zero).record()
+    tampered = dict(record, basis=Projection(np.eye(16, 3, dtype=np.float32), 1.0, zero).record()["basis"])
     with pytest.raises(ModelError, match="digest"):
         Projection.from_record(tampered)
     with pytest.raises(ModelError, match="cannot read"):
@@ -92,7 +100,9 @@ def test_a_damaged_or_unknown_projection_record_is_refused_by_name() -> None:
     with pytest.raises(ModelError, match="damaged"):
         Projection.from_record(dict(record, basis="not base64!"))
     with pytest.raises(ModelError, match="invertible"):
-        Projection(basis.astype(np.float32), -1.0)
+        Projection(basis.astype(np.float32), -1.0, zero)
+    with pytest.raises(ModelError, match="centre"):
+        Projection(basis.astype(np.float32), 1.0, np.zeros(3, dtype=np.float32))
 
 
 def test_class_directions_span_the_class_means_and_need_two_classes() -> None:
@@ -166,6 +176,9 @@ def test_adapt_reprojects_every_vector_and_queries_follow(index_dir: Path) -> No
         projection = catalog.embedder.projection
         assert projection is not None
         np.testing.assert_allclose(adapted, projection.apply(plain), atol=1e-5)
+        np.testing.assert_allclose(
+            projection.invert(adapted), plain / np.linalg.norm(plain, axis=1)[:, None], atol=1e-5
+        )
         # A query gets the same projection as the stored vectors did.
         pixels = np.full((1, 224, 224, 3), 128, dtype=np.uint8)
         plain_query = catalog.embedder.with_projection(None).embed_prepared(pixels)
@@ -183,7 +196,7 @@ def test_adapt_reprojects_every_vector_and_queries_follow(index_dir: Path) -> No
 def test_near_duplicates_still_find_each_other_after_adapting(tmp_path: Path, lite0: Any) -> None:
     vectors, metadata = synthetic_catalogue()
     rng = np.random.default_rng(7)
-    copies = vectors[:20] + 0.05 * rng.normal(size=(20, DIM)).astype(np.float32)
+    copies = vectors[:20] + 0.005 * rng.normal(size=(20, DIM)).astype(np.float32)  # |noise| ~ 0.18
     path = tmp_path / "dups"
     with EmbeddedIndex.create(path, IndexSettings(dim=DIM, kind="exact", embedding=lite0.descriptor())) as index:
         index.add([Item(f"item-{i:03d}", v, m, None) for i, (v, m) in enumerate(zip(vectors, metadata, strict=True))])
@@ -207,7 +220,7 @@ def test_undo_restores_the_plain_vectors_and_relearning_starts_from_them(index_d
     undone = adapt_index(index_dir, undo=True)
     assert undone.undone and first.items == undone.items
     _, back = stored(index_dir)
-    np.testing.assert_allclose(back, plain, atol=1e-5)
+    np.testing.assert_allclose(back, plain, atol=1e-5)  # the synthetic vectors were unit vectors already
     with EmbeddedIndex.open(index_dir) as index:
         assert "adaptation" not in index.settings.embedding
     with pytest.raises(AdaptError, match="nothing to undo"):

@@ -43,9 +43,7 @@ def check_model(recorded: dict[str, Any], embedder: Embedder) -> None:
     # Compare as stored (JSON), where tuples have become lists.
     recorded, current = json.loads(json.dumps(recorded)), json.loads(json.dumps(embedder.descriptor()))
     differences = [
-        key
-        for key in COMPARED_KEYS
-        if (key in recorded or key in BOTH_WAYS) and recorded.get(key) != current.get(key)
+        key for key in COMPARED_KEYS if (key in recorded or key in BOTH_WAYS) and recorded.get(key) != current.get(key)
     ]
     if differences:
         raise ModelMismatchError(

@@ -19,8 +19,8 @@ import numpy as np
 from lookalike.adapt.projection import Projection
 from lookalike.errors import LookalikeError
 
-DEFAULT_GAIN = 3.0
-DEFAULT_SHRINKAGE = 0.5
+DEFAULT_GAIN = 10.0
+DEFAULT_SHRINKAGE = 0.3
 MIN_PER_CLASS = 2
 
 
@@ -29,13 +29,19 @@ class AdaptError(LookalikeError):
 
 
 def class_directions(
-    vectors: np.ndarray, labels: Sequence[str], shrinkage: float = DEFAULT_SHRINKAGE, rank: int | None = None
+    vectors: np.ndarray,
+    labels: Sequence[str],
+    shrinkage: float = DEFAULT_SHRINKAGE,
+    rank: int | None = None,
+    unit: bool = True,
 ) -> np.ndarray:
-    """An orthonormal (dim, m) basis of the discriminant directions of ``labels``, m <= classes - 1."""
+    """An orthonormal (dim, m) basis of the discriminant directions of ``labels``, m <= classes - 1.
+    ``unit``: take the rows to unit length first (False: they are already as wanted, e.g. centred)."""
     if not 0.0 < shrinkage <= 1.0:
         raise AdaptError(f"shrinkage must be above 0 and at most 1, not {shrinkage}")
     x = np.asarray(vectors, dtype=np.float64)
-    x = x / np.linalg.norm(x, axis=1, keepdims=True).clip(min=1e-12)
+    if unit:
+        x = x / np.linalg.norm(x, axis=1, keepdims=True).clip(min=1e-12)
     names, codes, counts = np.unique(
         np.asarray(labels, dtype=object).astype(str), return_inverse=True, return_counts=True
     )
@@ -77,9 +83,21 @@ def learn_projection(
     gain: float = DEFAULT_GAIN,
     shrinkage: float = DEFAULT_SHRINKAGE,
     learned: dict[str, Any] | None = None,
+    centre: np.ndarray | None = None,
 ) -> Projection:
-    """The class-stretching projection of the labelled ``vectors`` (plain features, one label each)."""
+    """The class-stretching projection of the labelled ``vectors`` (plain features, one label each),
+    centred on ``centre`` (default: their own unit mean; ``adapt`` passes the whole catalogue's)."""
     if len(vectors) != len(labels):
         raise AdaptError(f"{len(vectors)} vectors but {len(labels)} labels")
-    basis = class_directions(vectors, labels, shrinkage)
-    return Projection(basis, float(gain), {**(learned or {}), "gain": float(gain), "shrinkage": shrinkage})
+    x = np.asarray(vectors, dtype=np.float32)
+    unit = x / np.linalg.norm(x, axis=1, keepdims=True).clip(min=1e-12)
+    centre = unit_mean(x) if centre is None else np.asarray(centre, dtype=np.float32)
+    basis = class_directions(unit - centre, labels, shrinkage, unit=False)
+    record = {**(learned or {}), "gain": float(gain), "shrinkage": shrinkage}
+    return Projection(basis, float(gain), centre, record)
+
+
+def unit_mean(vectors: np.ndarray) -> np.ndarray:
+    """The mean of the rows taken to unit length: the catalogue's shared direction (no labels needed)."""
+    x = np.asarray(vectors, dtype=np.float64)
+    return (x / np.linalg.norm(x, axis=1, keepdims=True).clip(min=1e-12)).mean(axis=0).astype(np.float32)

@@ -6,7 +6,7 @@ training half with ``holdout_by``). Then, in one transaction, every vector is re
 the index's model descriptor records the projection, so queries get it too. No image is read or embedded
 again; ``undo`` writes the plain features back and forgets the projection.
 
-Embedded indexes only for now: the server backends fix their recorded settings at creation.
+Embedded cosine indexes only for now: the server backends fix their recorded settings at creation.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from lookalike.adapt.holdout import DEFAULT_TEST_SHARE, test_values, value_key
-from lookalike.adapt.learn import DEFAULT_GAIN, DEFAULT_SHRINKAGE, AdaptError, learn_projection
+from lookalike.adapt.learn import DEFAULT_GAIN, DEFAULT_SHRINKAGE, AdaptError, learn_projection, unit_mean
 from lookalike.adapt.projection import Projection
 from lookalike.catalog import as_target, open_catalog
 from lookalike.index.backends import IndexTarget
@@ -107,6 +107,9 @@ def adapt_index(
     if not undo and not field:
         raise AdaptError("say which metadata field holds the labels to learn from: --label FIELD")
     catalog = open_catalog(target)
+    if catalog.index.settings.metric != "cosine":
+        catalog.close()
+        raise AdaptError("lookalike adapt works on cosine indexes (it re-projects directions, not lengths)")
     try:
         current: Projection | None = catalog.embedder.projection
         ids, rows, metadata = [], [], []
@@ -132,7 +135,7 @@ def adapt_index(
         positions, labels = teaching_items(metadata, field, ignored, holdout_by, seed)
         holdout = {"field": holdout_by, "seed": seed, "test_share": DEFAULT_TEST_SHARE} if holdout_by else None
         learned = {"field": field, "items": len(positions), "classes": len(set(labels)), "holdout": holdout}
-        new = learn_projection(plain[positions], labels, gain, shrinkage, learned)
+        new = learn_projection(plain[positions], labels, gain, shrinkage, learned, centre=unit_mean(plain))
 
     descriptor = plain_embedder.with_projection(new).descriptor()
 
