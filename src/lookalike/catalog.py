@@ -81,15 +81,17 @@ def embedder_for(recorded: dict[str, Any], model: str | None = None, weights: st
 FOCUS_CHOICES = ("none", "object")
 
 
-def make_focus(focus: str, resolution: int | None = None) -> Any:
+def make_focus(focus: str, resolution: int | None = None, precision: str = "fp32") -> Any:
     """The focus stage a new index asks for: None for ``none``, U²-Net-p for ``object``."""
     if focus not in FOCUS_CHOICES:
         raise IndexError_(f"focus must be one of {', '.join(FOCUS_CHOICES)}, got {focus!r}")
+    if precision not in ("fp32", "int8"):
+        raise IndexError_(f"focus precision must be fp32 or int8, got {precision!r}")
     if focus == "none":
         return None
     from lookalike.focus import DEFAULT_RESOLUTION, Focus
 
-    return Focus(resolution=resolution or DEFAULT_RESOLUTION)
+    return Focus(resolution=resolution or DEFAULT_RESOLUTION, precision=precision)
 
 
 def focus_from_descriptor(recorded: dict[str, Any]) -> Any:
@@ -99,7 +101,7 @@ def focus_from_descriptor(recorded: dict[str, Any]) -> Any:
 
     if recorded.get("name") != "u2netp":
         raise IndexError_(f"this index was built with a focus stage lookalike does not know: {recorded.get('name')!r}")
-    keys = ("resolution", "threshold", "margin", "min_box", "min_peak", "precision")
+    keys = ("resolution", "threshold", "margin", "matte", "min_box", "min_peak", "precision")
     return Focus(**{key: recorded[key] for key in keys if key in recorded})
 
 
@@ -112,6 +114,7 @@ def open_or_create_catalog(
     structure: Mapping[str, Any] | None = None,
     focus: str = "none",
     focus_resolution: int | None = None,
+    focus_precision: str = "fp32",
 ) -> Catalog:
     """Open the index at ``where``, or create one for ``model`` (default: the configured default model).
 
@@ -125,7 +128,7 @@ def open_or_create_catalog(
     from lookalike.config import get_settings
 
     embedder = load_embedder(model or get_settings().model, weights=weights)
-    embedder = embedder.with_focus(make_focus(focus, focus_resolution))
+    embedder = embedder.with_focus(make_focus(focus, focus_resolution, focus_precision))
     settings = IndexSettings(
         dim=embedder.dim, metric=metric, kind=kind, embedding=embedder.descriptor(), **dict(structure or {})
     )

@@ -78,6 +78,9 @@ def index_command(
     focus_resolution: Annotated[
         int | None, typer.Option(help="Input size of the focus network (96-320, multiples of 32; default 160)")
     ] = None,
+    focus_precision: Annotated[
+        str, typer.Option(help="fp32, or int8: an 8-bit focus network (1.6-2.5x faster, mask IoU 0.99)")
+    ] = "fp32",
     batch_size: Annotated[int, typer.Option(min=1, max=1024)] = 32,
     workers: Annotated[int, typer.Option(min=1, max=64, help="Decode threads")] = 2,
     force: Annotated[bool, typer.Option(help="Re-embed items even if already indexed")] = False,
@@ -109,6 +112,7 @@ def index_command(
         structure=structure,
         focus=focus,
         focus_resolution=focus_resolution,
+        focus_precision=focus_precision,
     )
     try:
         result = ingest(

@@ -161,7 +161,7 @@ def _add_or_skip(index: VectorIndex, items: list[Item], report: IngestReport) ->
 
 def _preparer(embedder: Embedder, known: dict[str, str | None]) -> Callable[[SourceItem], _Prepared]:
     """Read, hash, decode and crop one item; runs in worker threads and never raises."""
-    min_side = embedder.preprocessing.resize
+    min_side = embedder.decode_min_side
 
     def prepare(item: SourceItem) -> _Prepared:
         if item.id in known and item.location.startswith(REMOTE_PREFIXES):

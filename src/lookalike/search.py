@@ -61,7 +61,7 @@ def embed_image_bytes(
     watch = _Stopwatch()
     image = load_image(
         data,
-        min_side=catalog.embedder.preprocessing.resize,
+        min_side=catalog.embedder.decode_min_side,
         max_pixels=max_pixels,
         max_bytes=max_bytes,
         max_decode_bytes=max_decode_bytes,

@@ -112,6 +112,13 @@ class Embedder:
         projected.projection = projection
         return projected
 
+    @property
+    def decode_min_side(self) -> int:
+        """The shorter side a picture must keep when decoded (JPEGs are decoded at 1/2, 1/4 or 1/8 where that
+        still leaves this much): the model's resize, or twice it with a focus stage, whose crop of the product
+        is then resized to the model's input and must not be upscaled from a thumbnail."""
+        return self.preprocessing.resize * (2 if self.focus is not None else 1)
+
     def prepare(self, image: Image.Image) -> np.ndarray:
         """One RGB image to a (crop, crop, 3) uint8 array: safe to run in worker threads; cheap unless a focus
         stage runs first (a salient-object network on the whole picture)."""

@@ -202,7 +202,7 @@ def duplicate_recall(
         try:
             image = load_image(read(snapshot.locations[position]))
             return [
-                (name, embedder.prepare(load_image(make(image), min_side=embedder.preprocessing.resize)))
+                (name, embedder.prepare(load_image(make(image), min_side=embedder.decode_min_side)))
                 for name, make in transforms.items()
             ]
         except (LookalikeError, OSError, ValueError):

@@ -5,9 +5,17 @@ photographed on. The mask is U²-Net-p's salient-object map, with the U²-Net pr
 photo squashed to ``resolution`` x ``resolution`` (no aspect kept, no crop), divided by its maximum, ImageNet
 mean/std; the fused output min-max normalised per photo and resized back to the photo's size. Then:
 
-* every pixel is blended towards white by ``1 - mask`` (a soft matte, so edges are not jagged);
+* every pixel where the mask is below ``threshold`` becomes white (``matte="hard"``, the default), or is
+  blended towards white by ``1 - mask`` (``"soft"``). Measured on the clothing catalogue (Lite2, int8 masks at
+  160): hard 0.708 precision@10 and 0.212 same-sender share against soft's 0.697 and 0.220, since a soft
+  matte keeps a veil of the floor wherever the network half-believes it is product;
 * the object box is where the mask is at least ``threshold``; the crop is that box grown by ``margin`` of its
   longer side on every side and made square around its centre; what lies outside the photo is white;
+* the corners a rotation (or a skewed scan) filled with one flat colour are not scene: the network sees such a
+  photo as a picture lying on a white card, the whole tilted rectangle salient, and finds nothing inside it
+  (near-duplicate recall@1 of 10-degree rotated copies, Lite2: 0.67 on 60 clothing photos). So the network
+  looks only at the largest upright rectangle free of that fill (:func:`scene_region`), and the mask is zero
+  outside it;
 * a photo where nothing stands out is returned unchanged: when the network's strongest response (before the
   min-max normalisation, which would stretch noise to a full-range mask) is below ``min_peak``, or when the
   box covers less than ``min_box`` of the photo.
@@ -32,7 +40,7 @@ from lookalike.focus.int8 import Calibration
 from lookalike.focus.weights import sha256_of, symbolic_model, u2netp_path
 from lookalike.images import to_rgb
 
-FOCUS_VERSION = "1"
+FOCUS_VERSION = "2"
 """Bump when the recipe changes in a way that changes outputs, so an index records which one made it."""
 
 DEFAULT_RESOLUTION = 160
@@ -86,6 +94,7 @@ class Focus:
         threads: int = 0,
         threshold: float = 0.5,
         margin: float = 0.04,
+        matte: str = "hard",
         min_box: float = 0.01,
         min_peak: float = 0.1,
         batch: int = 16,
@@ -99,6 +108,8 @@ class Focus:
             )
         if precision not in ("fp32", "int8"):
             raise ValueError(f"precision must be fp32 or int8, not {precision!r}")
+        if matte not in ("hard", "soft"):
+            raise ValueError(f"matte must be hard or soft, not {matte!r}")
         if not 0.0 < threshold < 1.0:
             raise ValueError(f"threshold must be between 0 and 1, not {threshold}")
         if not 0.0 <= margin <= 1.0:
@@ -107,6 +118,7 @@ class Focus:
         self.resolution = resolution
         self.threads = threads
         self.threshold = threshold
+        self.matte = matte
         self.margin = margin
         self.min_box = min_box
         self.min_peak = min_peak
@@ -133,6 +145,7 @@ class Focus:
             "weights": self._sha256[:16],
             "resolution": self.resolution,
             "threshold": self.threshold,
+            "matte": self.matte,
             "margin": self.margin,
             "min_box": self.min_box,
             "min_peak": self.min_peak,
@@ -176,26 +189,40 @@ class Focus:
         return masks, high[:, 0, 0].astype(np.float32)
 
     def small_masks(self, images: Sequence[Image.Image]) -> tuple[np.ndarray, np.ndarray]:
-        """Masks at the network's resolution, (n, r, r) in 0..1, and the raw peaks."""
+        """Masks at the network's resolution, (n, r, r) in 0..1, of each photo's :func:`scene_region`, and
+        the raw peaks."""
+        small, peaks, _ = self._small_masks(images)
+        return small, peaks
+
+    def _small_masks(self, images: Sequence[Image.Image]) -> tuple[np.ndarray, np.ndarray, list[Box]]:
         if not images:
             r = self.resolution
-            return np.zeros((0, r, r), dtype=np.float32), np.zeros(0, dtype=np.float32)
-        return self.predict(np.stack([self.prepare(image) for image in images]))
+            return np.zeros((0, r, r), dtype=np.float32), np.zeros(0, dtype=np.float32), []
+        regions = [scene_region(image) for image in images]
+        crops = [
+            image if region == (0, 0, *image.size) else image.crop(region)
+            for image, region in zip(images, regions, strict=True)
+        ]
+        small, peaks = self.predict(np.stack([self.prepare(crop) for crop in crops]))
+        return small, peaks, regions
 
     def mask(self, images: Sequence[Image.Image]) -> list[np.ndarray]:
         """One float32 (height, width) mask in 0..1 per photo, at the photo's own size (run as one batch)."""
-        small, _ = self.small_masks(images)
+        small, _, regions = self._small_masks(images)
         return [
-            np.asarray(_upscale(m, image.size), dtype=np.float32) / 255.0
-            for m, image in zip(small, images, strict=True)
+            np.asarray(_matte(m, image.size, region), dtype=np.float32) / 255.0
+            for m, image, region in zip(small, images, regions, strict=True)
         ]
 
     # The crop.
 
     def detect(self, images: Sequence[Image.Image]) -> list[Focused]:
         """The focused photo, object box and crop for each photo (the masks run as one batch)."""
-        small, peaks = self.small_masks(images)
-        return [self._focus(image, m, float(p)) for image, m, p in zip(images, small, peaks, strict=True)]
+        small, peaks, regions = self._small_masks(images)
+        return [
+            self._focus(image, m, float(p), region)
+            for image, m, p, region in zip(images, small, peaks, regions, strict=True)
+        ]
 
     def focus(self, image: Image.Image) -> Focused:
         return self.detect([image])[0]
@@ -207,20 +234,68 @@ class Focus:
     def apply_batch(self, images: Sequence[Image.Image]) -> list[Image.Image]:
         return [focused.image for focused in self.detect(images)]
 
-    def _focus(self, image: Image.Image, small: np.ndarray, peak: float) -> Focused:
+    def _focus(self, image: Image.Image, small: np.ndarray, peak: float, region: Box) -> Focused:
         unchanged = Focused(image, None, None, peak)
         if peak < self.min_peak:
             return unchanged
         width, height = image.size
-        matte = _upscale(small, image.size)
+        matte = _matte(small, image.size, region)
         box = object_box(np.asarray(matte), self.threshold)
         if box is None or (box[2] - box[0]) * (box[3] - box[1]) < self.min_box * width * height:
             return unchanged
         crop = square_crop(box, self.margin)
         rgb = to_rgb(image)
         # Outside the photo PIL's crop is black for the picture and 0 for the matte: white after compositing.
+        if self.matte == "hard":
+            level = round(self.threshold * 255)
+            matte = matte.point(lambda value: 255 if value >= level else 0)
         out = Image.composite(rgb.crop(crop), Image.new("RGB", (crop[2] - crop[0],) * 2, WHITE), matte.crop(crop))
         return Focused(out, box, crop, peak)
+
+
+FILL_PROBE = 96
+"""Side of the thumbnail rotation fill is looked for in (a few milliseconds less than the photo itself)."""
+FILL_TOLERANCE = 4
+"""Levels (0-255, per channel) within which a pixel counts as the corners' fill colour (JPEG and resizing
+blur a flat fill by a few levels)."""
+MAX_FULL_LINES = 0.1
+"""Share of rows (or columns) that may be fill from edge to edge: more, and the flat colour is the photo's
+own background (a product on white), which is left alone."""
+
+
+def scene_region(image: Image.Image) -> Box:
+    """The largest centred upright rectangle of ``image`` free of rotation fill; the whole photo if it has none.
+
+    Rotation fill: at least three corners share one flat colour, and the runs of that colour from the edges
+    leave photo in (nearly) every row and every column, so the colour is wedged into the corners rather than
+    around an object (a product on a white background has whole rows or columns of white, and is left
+    alone). Of the rectangles centred on the photo, the largest holding no fill pixel of the probe is kept
+    (two-dimensional prefix sums: every candidate is checked at once).
+    """
+    width, height = image.size
+    whole = (0, 0, width, height)
+    probe = np.asarray(to_rgb(image).resize((FILL_PROBE, FILL_PROBE), Image.Resampling.BILINEAR), dtype=np.int16)
+    corners = np.array([probe[0, 0], probe[0, -1], probe[-1, 0], probe[-1, -1]])
+    colour = np.median(corners, axis=0)
+    if (np.abs(corners - colour).max(axis=1) <= FILL_TOLERANCE).sum() < 3:
+        return whole
+    flat = np.abs(probe - colour).max(axis=2) <= FILL_TOLERANCE
+    if flat.all(axis=1).mean() > MAX_FULL_LINES or flat.all(axis=0).mean() > MAX_FULL_LINES:
+        return whole
+    n = FILL_PROBE
+    sums = np.zeros((n + 1, n + 1), dtype=np.int32)
+    sums[1:, 1:] = flat.cumsum(axis=0).cumsum(axis=1)
+    inset = np.arange(n // 2)
+    ty, tx = inset[:, None], inset[None, :]  # rows [ty, n - ty), columns [tx, n - tx)
+    inside = sums[n - ty, n - tx] - sums[ty, n - tx] - sums[n - ty, tx] + sums[ty, tx]
+    if inside[0, 0] == 0:
+        return whole
+    area = np.where(inside == 0, (n - 2 * ty) * (n - 2 * tx), 0)
+    best_y, best_x = np.unravel_index(int(np.argmax(area)), area.shape)
+    if area[best_y, best_x] < 0.25 * n * n:  # not a rotated photo's shape: look at all of it
+        return whole
+    x0, y0, x1, y1 = int(best_x), int(best_y), n - int(best_x), n - int(best_y)
+    return (x0 * width // n, y0 * height // n, -(-x1 * width // n), -(-y1 * height // n))
 
 
 def object_box(matte: np.ndarray, threshold: float = 0.5) -> Box | None:
@@ -241,6 +316,15 @@ def square_crop(box: Box, margin: float) -> Box:
     x0 = (left + right - side) // 2
     y0 = (top + bottom - side) // 2
     return x0, y0, x0 + side, y0 + side
+
+
+def _matte(small: np.ndarray, size: tuple[int, int], region: Box) -> Image.Image:
+    """The network's mask of ``region`` as an 8-bit matte of the whole photo (zero outside the region)."""
+    if region == (0, 0, *size):
+        return _upscale(small, size)
+    matte = Image.new("L", size, 0)
+    matte.paste(_upscale(small, (region[2] - region[0], region[3] - region[1])), region[:2])
+    return matte
 
 
 def _upscale(small: np.ndarray, size: tuple[int, int]) -> Image.Image:
