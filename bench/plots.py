@@ -87,6 +87,53 @@ def quantize_figure(quantize: dict[str, Any], out: Path) -> Path:
     return out
 
 
+def quality_figure(settings: dict[str, Any], out: Path) -> Path:
+    """Same-label precision@10 against ingest speed, one point a setting, with the issue's floors."""
+    latest: dict[str, Any] = {}
+    for run in settings.get("runs", [settings]):  # a later run's measurement of a setting replaces an earlier one
+        latest |= {row["setting"]: row for row in run["rows"]}
+    rows = list(latest.values())
+    figure, axes = plt.subplots(1, 2, figsize=(10, 4.2), sharey=True)
+    for axis, (key, label, floor, better) in zip(
+        axes,
+        (
+            ("ingest_images_per_s", "ingest, images/s (2 cores)", 100.0, "right"),
+            ("query_p50_ms", "query by image, p50 ms (in process)", 20.0, "left"),
+        ),
+        strict=True,
+    ):
+        for row in rows:
+            focused = row["focus"] is not None
+            axis.scatter(row[key], row["precision@10"], s=40, color="#e15759" if focused else "#4e79a7")
+            name = row["setting"].removeprefix("efficientnet-").replace("+focus-", " +focus ")
+            axis.annotate(
+                name.removesuffix("+adapt"),
+                (row[key], row["precision@10"]),
+                fontsize=7,
+                xytext=(4, 3),
+                textcoords="offset points",
+            )
+            if row.get("adapted"):
+                adapted = row["adapted"]["precision@10"]
+                axis.scatter(row[key], adapted, s=40, marker="*", color="#59a14f")
+                axis.annotate("  + adapt (held-out senders)", (row[key], adapted), fontsize=7)
+        axis.axvline(floor, color="#999999", linestyle="--", linewidth=1)
+        axis.axhline(0.72, color="#999999", linestyle=":", linewidth=1)
+        axis.set_xlabel(f"{label}; better to the {better}")
+        axis.grid(alpha=0.3)
+    axes[0].set_ylabel("same-label precision@10 (5,096 queries)")
+    axes[0].set_xscale("log")
+    figure.suptitle(
+        "Retrieval quality against speed, clothing catalogue (blue: whole photo, red: focus stage; "
+        "dashed: the speed floors, dotted: P@10 0.72)",
+        fontsize=9,
+    )
+    figure.tight_layout()
+    figure.savefig(out, dpi=130)
+    plt.close(figure)
+    return out
+
+
 def load(path: Path) -> dict[str, Any] | None:
     if not path.is_file():
         print(f"plots: {path} not found, its figure is skipped", file=sys.stderr)
@@ -114,6 +161,9 @@ def main() -> None:
         made.append(stages_figure(stages, ingest, args.out / f"ingest-stages{suffix}.png"))
     if quantize:
         made.append(quantize_figure(quantize, args.out / f"fp32-vs-int8{suffix}.png"))
+    settings = load(args.results / "settings.json")
+    if settings and not args.quick:
+        made.append(quality_figure(settings, args.out / "quality-speed.png"))
     for path in made:
         print(f"wrote {path}")
 

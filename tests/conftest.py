@@ -14,6 +14,11 @@ from lookalike.config import get_settings
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
+# The suite runs on EfficientNet-Lite0, the fastest model, wherever a test leaves the model to the settings
+# (the CLI and API tests build indexes with the default); test_default_model checks the real default.
+# Set before anything reads the settings, and inherited by the subprocesses tests start.
+os.environ.setdefault("LOOKALIKE_MODEL", "efficientnet-lite0")
+
 
 @pytest.fixture(scope="session")
 def cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
@@ -25,7 +30,7 @@ def cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def lite0(cache_dir: Path):
-    """The real default model (packaged ImageNet weights), exported once per test run."""
+    """EfficientNet-Lite0 (packaged ImageNet weights), the suite's model, exported once per test run."""
     from lookalike.embed import load_embedder
 
     return load_embedder("efficientnet-lite0", cache_dir=cache_dir)

@@ -288,3 +288,19 @@ def test_cli_adapt_and_undo(index_dir: Path) -> None:
     assert json.loads(undone.output)["undone"] is True
     both = runner.invoke(app, ["adapt", "--index", str(index_dir), "--label", "label", "--undo"])
     assert both.exit_code != 0
+
+
+def test_centre_only_needs_no_labels_and_undoes(index_dir: Path) -> None:
+    _, plain = stored(index_dir)
+    report = adapt_index(index_dir, centre_only=True)
+    assert report.field is None and report.rank == 0 and "centred" in report.summary()
+    _, centred = stored(index_dir)
+    unit = plain / np.linalg.norm(plain, axis=1, keepdims=True)
+    np.testing.assert_allclose(centred, unit - unit.mean(axis=0), atol=1e-5)
+    runner = CliRunner()
+    listed = runner.invoke(app, ["eval", "--index", str(index_dir), "--duplicates", "0", "--bias-field", "sender"])
+    assert "centred on the catalogue's mean direction" in listed.output
+    undone = runner.invoke(app, ["adapt", "--index", str(index_dir), "--undo"])
+    assert undone.exit_code == 0, undone.output
+    np.testing.assert_allclose(stored(index_dir)[1], plain, atol=1e-5)
+    assert runner.invoke(app, ["adapt", "--index", str(index_dir), "--centre", "--undo"]).exit_code != 0

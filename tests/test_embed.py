@@ -270,3 +270,13 @@ def test_onnx_path_needs_a_valid_sidecar(tmp_path) -> None:
 def test_unknown_model_lists_the_choices(tmp_path) -> None:
     with pytest.raises(ModelError, match="efficientnet-lite0"):
         load_embedder("vgg16", cache_dir=tmp_path)
+
+
+def test_default_model_is_lite1_unless_configured(monkeypatch: pytest.MonkeyPatch) -> None:
+    from lookalike.config import Settings
+    from lookalike.embed import MODELS
+
+    monkeypatch.delenv("LOOKALIKE_MODEL", raising=False)
+    assert Settings().model == "efficientnet-lite1" and "efficientnet-lite1" in MODELS
+    monkeypatch.setenv("LOOKALIKE_MODEL", "efficientnet-lite2")
+    assert Settings().model == "efficientnet-lite2"

@@ -73,3 +73,14 @@ def test_the_cli_builds_a_focused_index(
     assert open_catalog(index).index.settings.embedding["focus"]["resolution"] == 128
     result = runner.invoke(cli.app, ["index", str(photos), "--index", str(tmp_path / "x"), "--focus", "face"], env=env)
     assert result.exit_code != 0 and "focus must be one of none, object" in str(result.exception)
+    result = runner.invoke(
+        cli.app, ["index", str(photos), "--index", str(tmp_path / "y"), "--focus", "object", "--focus-precision", "fp8"]
+    )
+    assert result.exit_code != 0 and "focus precision must be fp32 or int8" in str(result.exception)
+
+
+def test_a_focused_model_decodes_photos_at_twice_its_resize(shipped: Path, lite0) -> None:
+    from lookalike.focus import Focus
+
+    assert lite0.decode_min_side == lite0.preprocessing.resize
+    assert lite0.with_focus(Focus(shipped)).decode_min_side == 2 * lite0.preprocessing.resize

@@ -12,6 +12,7 @@ from typing import Annotated, Any
 
 import typer
 
+from lookalike.adapt.learn import DEFAULT_GAIN
 from lookalike.errors import LookalikeError, SourceError
 from lookalike.index.backends import IndexTarget
 
@@ -58,7 +59,9 @@ def index_command(
         ),
     ],
     index: IndexOption = None,
-    model: Annotated[str | None, typer.Option(help="Model for a new index [default: efficientnet-lite0]")] = None,
+    model: Annotated[
+        str | None, typer.Option(help="Model for a new index [default: efficientnet-lite1, or LOOKALIKE_MODEL]")
+    ] = None,
     metric: Annotated[str, typer.Option(help="cosine or l2 (new index only)")] = "cosine",
     kind: Annotated[str, typer.Option(help="hnsw, ivf (approximate) or exact (new index only)")] = "hnsw",
     encoding: Annotated[
@@ -325,6 +328,9 @@ def adapt_command(
     undo: Annotated[
         bool, typer.Option("--undo", help="Return to the plain features and forget the projection")
     ] = False,
+    centre: Annotated[
+        bool, typer.Option("--centre", help="No labels: only centre the vectors on the catalogue's mean direction")
+    ] = False,
     holdout_by: Annotated[
         str | None,
         typer.Option(
@@ -335,7 +341,7 @@ def adapt_command(
     seed: Annotated[int, typer.Option(help="Seed of the --holdout-by split")] = 0,
     gain: Annotated[
         float, typer.Option(min=0.0, max=100.0, help="How far the class directions are stretched (1 + gain)")
-    ] = 3.0,
+    ] = DEFAULT_GAIN,
     as_json: JsonOption = False,
     backend: BackendOption = None,
     url: UrlOption = None,
@@ -344,10 +350,16 @@ def adapt_command(
     """Learn from the catalogue's own labels and re-project every stored vector (no image embedded again)."""
     from lookalike.adapt.reproject import adapt_index
 
-    if undo == bool(label):
-        raise typer.BadParameter("give --label FIELD to adapt, or --undo to return to the plain features")
+    if sum((undo, centre, bool(label))) != 1:
+        raise typer.BadParameter("give one of --label FIELD, --centre or --undo")
     report = adapt_index(
-        _target(index, backend, url, name), label, undo=undo, holdout_by=holdout_by, seed=seed, gain=gain
+        _target(index, backend, url, name),
+        label,
+        undo=undo,
+        centre_only=centre,
+        holdout_by=holdout_by,
+        seed=seed,
+        gain=gain,
     )
     typer.echo(json.dumps(report.to_dict(), indent=2) if as_json else report.summary())
 

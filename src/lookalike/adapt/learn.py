@@ -19,7 +19,7 @@ import numpy as np
 from lookalike.adapt.projection import Projection
 from lookalike.errors import LookalikeError
 
-DEFAULT_GAIN = 10.0
+DEFAULT_GAIN = 5.0
 DEFAULT_SHRINKAGE = 0.3
 MIN_PER_CLASS = 2
 

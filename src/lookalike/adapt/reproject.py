@@ -52,6 +52,8 @@ class AdaptReport:
     def summary(self) -> str:
         if self.undone:
             return f"adapt: undone; {self.items:,} vectors are the plain features again ({self.seconds:.1f} s)"
+        if not self.field:
+            return f"adapt: {self.items:,} vectors centred on the catalogue's mean direction ({self.seconds:.1f} s)"
         held = ""
         if self.holdout:
             held = f", learned on the {self.holdout['field']} training half only (seed {self.holdout['seed']})"
@@ -90,13 +92,18 @@ def adapt_index(
     field: str | None = None,
     *,
     undo: bool = False,
+    centre_only: bool = False,
     ignored: Sequence[str] = DEFAULT_IGNORED,
     holdout_by: str | None = None,
     seed: int = 0,
     gain: float = DEFAULT_GAIN,
     shrinkage: float = DEFAULT_SHRINKAGE,
 ) -> AdaptReport:
-    """Learn the projection from ``field`` and re-project the index at ``where`` (or ``undo`` it)."""
+    """Learn the projection from ``field`` and re-project the index at ``where`` (or ``undo`` it).
+
+    ``centre_only``: no labels; only centre every vector on the catalogue's mean direction (measured on the
+    clothing catalogue: precision@10 +0.011 with Lite2, +0.005 with Lite0, +0.009 with Lite2 and focus).
+    """
     started = time.perf_counter()
     target = as_target(where)
     if target.backend != "embedded":
@@ -104,7 +111,7 @@ def adapt_index(
             f"lookalike adapt re-projects an embedded index in place; the {target.backend} backend fixes its "
             "recorded model at creation (build the catalogue on the embedded backend to adapt it)"
         )
-    if not undo and not field:
+    if not undo and not centre_only and not field:
         raise AdaptError("say which metadata field holds the labels to learn from: --label FIELD")
     catalog = open_catalog(target)
     if catalog.index.settings.metric != "cosine":
@@ -130,6 +137,9 @@ def adapt_index(
             raise AdaptError("this index is not adapted: there is nothing to undo")
         new: Projection | None = None
         positions, labels = np.zeros(0, dtype=np.int64), []
+    elif centre_only:
+        positions, labels = np.zeros(0, dtype=np.int64), []
+        new = Projection(np.zeros((plain.shape[1], 0), dtype=np.float32), 0.0, unit_mean(plain), {"field": None})
     else:
         assert field is not None
         positions, labels = teaching_items(metadata, field, ignored, holdout_by, seed)

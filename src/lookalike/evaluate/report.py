@@ -173,6 +173,8 @@ def _adaptation_line(adaptation: dict[str, Any] | None) -> list[str]:
     if not adaptation:
         return []
     learned = adaptation.get("learned", {})
+    if not learned.get("field"):
+        return [f"adapted:  centred on the catalogue's mean direction (no labels), digest {adaptation.get('digest')}"]
     return [
         f"adapted:  from {learned.get('field')!r} ({learned.get('items')} items, {learned.get('classes')} classes), "
         f"{adaptation.get('rank')} directions stretched by {1 + adaptation.get('gain', 0):.1f}x, "
