@@ -946,3 +946,33 @@ def test_replacing_an_item_and_an_image_gone_from_disk(writer: TestClient, writa
     assert_error(writer.get("/api/images/swap.jpg?size=128"), 404, "not_found", "no longer")
     assert writer.delete("/api/items/swap.jpg", headers=key).status_code == 200
     assert writable.index.count() == before
+
+
+# ------------------------------------------------------------------------------------- paging and feedback
+def test_offset_pages_and_says_where_the_next_page_starts(client: TestClient) -> None:
+    everything = result_ids(client.post("/api/search", json={"id": QUERY_ID, "k": 11}))
+    first = client.post("/api/search", json={"id": QUERY_ID, "k": 5}).json()
+    assert first["offset"] == 0 and first["next_offset"] == 5
+    second = client.post("/api/search", json={"id": QUERY_ID, "k": 5, "offset": 5}).json()
+    last = client.post("/api/search", json={"id": QUERY_ID, "k": 5, "offset": 10}).json()
+    assert [r["id"] for r in first["results"] + second["results"] + last["results"]] == everything
+    assert second["next_offset"] == 10 and last["next_offset"] is None  # 11 others: the last page has one
+    paged_upload = upload(client, make_photo(77), k="3", offset="3")
+    assert paged_upload.status_code == 200 and paged_upload.json()["offset"] == 3
+    assert_error(upload(client, make_photo(77), offset="-1"), 400, "bad_request", "offset")
+    assert_error(client.post("/api/search", json={"id": QUERY_ID, "offset": 5000}), 422, "bad_request", "offset")
+
+
+def test_positive_and_negative_feedback_steer_and_leave_the_items_out(client: TestClient) -> None:
+    plain = result_ids(client.post("/api/search", json={"id": QUERY_ID, "k": 11}))
+    rejected = plain[0]
+    steered = client.post("/api/search", json={"id": QUERY_ID, "k": 10, "negative": [rejected]})
+    assert rejected not in result_ids(steered) and QUERY_ID not in result_ids(steered)
+    liked = client.post("/api/search", json={"positive": [QUERY_ID], "k": 3})
+    body = liked.json()
+    assert body["query"]["type"] == "feedback" and QUERY_ID not in result_ids(liked)
+    assert result_ids(liked) == plain[:3]  # the positive alone is the query: "more like this" by another road
+    assert_error(client.post("/api/search", json={"negative": [QUERY_ID]}), 422, "bad_request", "positive")
+    assert_error(client.post("/api/search", json={"id": QUERY_ID, "negative": ["nope"]}), 404, "not_found", "nope")
+    too_many = {"id": QUERY_ID, "positive": [QUERY_ID] * 21}
+    assert_error(client.post("/api/search", json=too_many), 422, "bad_request", "positive")

@@ -214,3 +214,25 @@ def test_upsert_delete_get_count_and_facets_behave_alike(make_index, real_items)
     assert index.facets()["label"] == counts
     hashes = index.content_hashes()
     assert len(hashes) == 198 and hashes[items[5].id] == items[5].content_hash
+
+
+@pytest.mark.parametrize("make_index", BACKENDS, indirect=True)
+def test_paging_exclusion_and_feedback_agree_with_brute_force(make_index, real_items, lite0) -> None:
+    from lookalike.catalog import Catalog
+    from lookalike.feedback import steer
+    from lookalike.search import search_steered, search_vector
+
+    catalog = Catalog(filled(make_index, real_items), lite0)
+    for query in queries(real_items, 5):
+        expected = [item_id for item_id, _ in brute_force(real_items, query, 25, "cosine")]
+        page = search_vector(catalog, query, 10, exact=True, offset=10)
+        assert [r.id for r in page.results] == expected[10:20]
+        excluded = {expected[0], expected[3]}
+        kept = search_vector(catalog, query, 10, exact=True, exclude=excluded)
+        assert [r.id for r in kept.results] == [i for i in expected if i not in excluded][:10]
+    query = queries(real_items, 1)[0]
+    liked, disliked = real_items[1], real_items[2]
+    steered = search_steered(catalog, query, 10, exact=True, positive=[liked.id], negative=[disliked.id])
+    moved = steer(query, [liked.vector], [disliked.vector])
+    expected = [i for i, _ in brute_force(real_items, moved, 12, "cosine") if i not in (liked.id, disliked.id)]
+    assert [r.id for r in steered.results] == expected[:10]

@@ -141,7 +141,9 @@ def index_command(
 
 @app.command("search")
 def search_command(
-    query: Annotated[str, typer.Argument(help="Image file, http(s) URL, or the id of an indexed item")],
+    query: Annotated[
+        str | None, typer.Argument(help="Image file, http(s) URL, or the id of an indexed item (optional with --like)")
+    ] = None,
     k: Annotated[int, typer.Option("-k", "--k", min=1, max=1000, help="How many results")] = 5,
     filter: Annotated[
         list[str] | None,
@@ -149,28 +151,38 @@ def search_command(
     ] = None,
     by_id: Annotated[bool, typer.Option("--id", help="QUERY is an indexed item's id")] = False,
     exact: Annotated[bool, typer.Option(help="Brute-force search even on an HNSW index")] = False,
+    like: Annotated[list[str] | None, typer.Option("--like", help="An item's id: more like it (repeatable)")] = None,
+    unlike: Annotated[
+        list[str] | None, typer.Option("--unlike", help="An item's id: less like it (repeatable)")
+    ] = None,
+    offset: Annotated[int, typer.Option(min=0, max=1000, help="Skip this many results first (the next page)")] = 0,
     index: IndexOption = None,
     as_json: JsonOption = False,
     backend: BackendOption = None,
     url: UrlOption = None,
     name: NameOption = None,
 ) -> None:
-    """Find the k indexed items that look most like QUERY."""
+    """Find the k indexed items that look most like QUERY (moved toward --like and away from --unlike)."""
     from lookalike.catalog import open_catalog
     from lookalike.index.filters import parse_expressions
-    from lookalike.search import search_image, search_item, search_url
+    from lookalike.search import search_image, search_item, search_steered, search_url
 
     conditions = parse_expressions(filter or [])
+    steering = {"offset": offset, "positive": like or [], "negative": unlike or []}
+    if query is None and not like:
+        raise typer.BadParameter("give a QUERY (image, URL or id), or --like ID")
     catalog = open_catalog(_target(index, backend, url, name))
     try:
-        if by_id:
-            response = search_item(catalog, query, k, conditions, exact)
+        if query is None:
+            response = search_steered(catalog, None, k, conditions, exact, **steering)
+        elif by_id:
+            response = search_item(catalog, query, k, conditions, exact, **steering)
         elif query.startswith(("http://", "https://")):
-            response = search_url(catalog, query, k, conditions, exact=exact)
+            response = search_url(catalog, query, k, conditions, exact=exact, **steering)
         elif Path(query).is_file():
-            response = search_image(catalog, Path(query).read_bytes(), k, conditions, exact)
+            response = search_image(catalog, Path(query).read_bytes(), k, conditions, exact, **steering)
         elif catalog.index.get(query) is not None:
-            response = search_item(catalog, query, k, conditions, exact)
+            response = search_item(catalog, query, k, conditions, exact, **steering)
         else:
             raise SourceError(f"{query!r} is not an image file, an http(s) URL, or an indexed id")
     finally:

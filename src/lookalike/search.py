@@ -6,13 +6,15 @@ Timings per stage come back with the results, because "milliseconds" is a promis
 from __future__ import annotations
 
 import time
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 from lookalike.catalog import Catalog
-from lookalike.errors import NotFoundError
+from lookalike.errors import LookalikeError, NotFoundError
+from lookalike.feedback import MAX_FEEDBACK, FeedbackError, steer
 from lookalike.images import (
     DEFAULT_MAX_BYTES,
     DEFAULT_MAX_DECODE_BYTES,
@@ -74,21 +76,78 @@ def embed_image_bytes(
     return vector, watch.timings
 
 
+MAX_OFFSET = 1000
+"""How far past the first results a search may page (offset + k items are searched for)."""
+
+
 def search_vector(
-    catalog: Catalog, vector: np.ndarray, k: int = 10, filter: Filter | None = None, exact: bool = False
+    catalog: Catalog,
+    vector: np.ndarray,
+    k: int = 10,
+    filter: Filter | None = None,
+    exact: bool = False,
+    offset: int = 0,
+    exclude: Collection[str] = (),
 ) -> SearchResponse:
+    """The k items nearest ``vector`` after the first ``offset``, leaving out the ids in ``exclude``."""
+    if not isinstance(offset, int) or isinstance(offset, bool) or not 0 <= offset <= MAX_OFFSET:
+        raise LookalikeError(f"offset must be an integer from 0 to {MAX_OFFSET}, got {offset!r}")
     watch = _Stopwatch()
-    results = catalog.index.search(vector, k, filter, exact=exact)
+    excluded = set(exclude)
+    results = catalog.index.search(vector, offset + k + len(excluded), filter, exact=exact)
+    results = [result for result in results if result.id not in excluded][offset : offset + k]
     watch.lap("search")
     return SearchResponse(results, catalog.embedder.name, watch.timings)
 
 
-def search_image(
-    catalog: Catalog, data: bytes, k: int = 10, filter: Filter | None = None, exact: bool = False
+def search_steered(
+    catalog: Catalog,
+    vector: np.ndarray | None,
+    k: int = 10,
+    filter: Filter | None = None,
+    exact: bool = False,
+    offset: int = 0,
+    positive: Sequence[str] = (),
+    negative: Sequence[str] = (),
+    exclude: Collection[str] = (),
 ) -> SearchResponse:
-    """The k catalogue items that look most like the image in ``data``."""
+    """A search moved toward the ``positive`` items and away from the ``negative`` ones (by id; see
+    :mod:`lookalike.feedback`), which are themselves left out of the results."""
+    for name, ids in (("positive", positive), ("negative", negative)):
+        if len(ids) > MAX_FEEDBACK:
+            raise LookalikeError(f"{name} names {len(ids)} items; at most {MAX_FEEDBACK}")
+    if positive or negative:
+        metric = catalog.index.settings.metric
+        vector = steer(vector, _vectors_of(catalog, positive), _vectors_of(catalog, negative), metric)
+    elif vector is None:
+        raise FeedbackError("a search needs a query image, an id or at least one positive")
+    return search_vector(catalog, vector, k, filter, exact, offset, {*exclude, *positive, *negative})
+
+
+def _vectors_of(catalog: Catalog, ids: Sequence[str]) -> list[np.ndarray]:
+    vectors = []
+    for item_id in ids:
+        item = catalog.index.get(item_id, with_vector=True)
+        if item is None or item.vector is None:
+            raise NotFoundError(f"no item with id {item_id!r} in the index (named as feedback)")
+        vectors.append(item.vector)
+    return vectors
+
+
+def search_image(
+    catalog: Catalog,
+    data: bytes,
+    k: int = 10,
+    filter: Filter | None = None,
+    exact: bool = False,
+    offset: int = 0,
+    positive: Sequence[str] = (),
+    negative: Sequence[str] = (),
+) -> SearchResponse:
+    """The k catalogue items that look most like the image in ``data`` (after ``offset``, moved by the
+    ``positive`` and ``negative`` ids)."""
     vector, timings = embed_image_bytes(catalog, data)
-    response = search_vector(catalog, vector, k, filter, exact)
+    response = search_steered(catalog, vector, k, filter, exact, offset, positive, negative)
     response.timings_ms = timings | response.timings_ms
     return response
 
@@ -100,23 +159,31 @@ def search_url(
     filter: Filter | None = None,
     guard: AddressGuard | None = None,
     exact: bool = False,
+    offset: int = 0,
+    positive: Sequence[str] = (),
+    negative: Sequence[str] = (),
 ) -> SearchResponse:
     """Fetch the image at ``url`` (through ``guard`` when the URL comes from outside) and search with it."""
     watch = _Stopwatch()
     data = fetch_bytes(url, guard=guard)
     watch.lap("fetch")
-    response = search_image(catalog, data, k, filter, exact)
+    response = search_image(catalog, data, k, filter, exact, offset, positive, negative)
     response.timings_ms = watch.timings | response.timings_ms
     return response
 
 
 def search_item(
-    catalog: Catalog, item_id: str, k: int = 10, filter: Filter | None = None, exact: bool = False
+    catalog: Catalog,
+    item_id: str,
+    k: int = 10,
+    filter: Filter | None = None,
+    exact: bool = False,
+    offset: int = 0,
+    positive: Sequence[str] = (),
+    negative: Sequence[str] = (),
 ) -> SearchResponse:
     """ "More like this": items nearest to an indexed item, leaving the item itself out."""
     item = catalog.index.get(item_id, with_vector=True)
     if item is None or item.vector is None:
         raise NotFoundError(f"no item with id {item_id!r} in the index")
-    response = search_vector(catalog, item.vector, k + 1, filter, exact)
-    response.results = [result for result in response.results if result.id != item_id][:k]
-    return response
+    return search_steered(catalog, item.vector, k, filter, exact, offset, positive, negative, exclude=(item_id,))

@@ -30,6 +30,7 @@ from lookalike.errors import FilterError, ImageError, LookalikeError, NotFoundEr
 from lookalike.images import image_format
 from lookalike.index import Item, validate
 from lookalike.ingest import content_hash
+from lookalike.search import MAX_OFFSET
 
 router = APIRouter()
 State = Annotated[ServerState, Depends(state_of)]
@@ -70,7 +71,8 @@ async def search(request: Request, state: State) -> SearchResponse:
         k = _form_int(form.get("k"), "k", default=10)
         filter = _form_filter(form.get("filter"))
         min_score = _form_float(form.get("min_score"), "min_score")
-        return await run_search(state, "upload", data, k, filter, min_score)
+        offset = _form_offset(form.get("offset"))
+        return await run_search(state, "upload", data, k, filter, min_score, offset)
     try:
         body = SearchRequest.model_validate_json(await request.body())
     except ValidationError as exc:
@@ -81,12 +83,28 @@ async def search(request: Request, state: State) -> SearchResponse:
         kind, value = "url", body.url
     elif body.id is not None:
         kind, value = "id", body.id
-    else:
+    elif body.ref is not None:
         kind, value = "ref", body.ref
-    return await run_search(state, kind, value, body.k, body.filter, body.min_score)
+    else:
+        kind, value = "feedback", None
+    return await run_search(
+        state, kind, value, body.k, body.filter, body.min_score, body.offset, body.positive, body.negative
+    )
 
 
-SEARCH_FORM_FIELDS = ("image", "k", "filter", "min_score")
+def _form_offset(raw: Any) -> int:
+    if raw in (None, ""):
+        return 0
+    try:
+        value = int(str(raw))
+    except ValueError:
+        raise LookalikeError(f"offset must be an integer, got {raw!r}") from None
+    if not 0 <= value <= MAX_OFFSET:
+        raise LookalikeError(f"offset must be between 0 and {MAX_OFFSET}, got {value}")
+    return value
+
+
+SEARCH_FORM_FIELDS = ("image", "k", "filter", "min_score", "offset")
 ITEM_FORM_FIELDS = ("image", "id", "metadata")
 
 

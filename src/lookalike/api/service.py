@@ -7,6 +7,7 @@ import binascii
 import os
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -24,11 +25,11 @@ from lookalike.catalog import Catalog
 from lookalike.config import Settings
 from lookalike.errors import ImageError, NotFoundError, PayloadTooLargeError
 from lookalike.index import Filter
-from lookalike.search import embed_image_bytes, search_item, search_vector
+from lookalike.search import embed_image_bytes, search_item, search_steered
 from lookalike.sources.fetch import AddressGuard, fetch_bytes
 
 THUMBNAIL_SIZE = 320
-QueryType = Literal["upload", "base64", "url", "id", "ref"]
+QueryType = Literal["upload", "base64", "url", "id", "ref", "feedback"]
 
 
 @dataclass
@@ -126,8 +127,12 @@ async def run_search(
     k: int,
     filter: Filter | None = None,
     min_score: float | None = None,
+    offset: int = 0,
+    positive: Sequence[str] = (),
+    negative: Sequence[str] = (),
 ) -> SearchResponse:
-    """One search of any kind; ``value`` is the image bytes, the URL, the item id or the ref.
+    """One search of any kind; ``value`` is the image bytes, the URL, the item id or the ref (None for
+    ``feedback``: the positives are the query). ``positive``/``negative`` move the query (by id).
 
     Each expensive step runs in the thread pool under its own bound (fetch, then decode and embed); the
     index search itself is fast and bounded by the filter limits.
@@ -136,8 +141,10 @@ async def run_search(
     catalog = state.catalog
     query = QueryInfo(type=kind)
     if kind == "id":
-        response = await run_in_threadpool(search_item, catalog, value, k, filter)
+        response = await run_in_threadpool(search_item, catalog, value, k, filter, False, offset, positive, negative)
         query.id, query.image_url = value, image_path(value)
+    elif kind == "feedback":
+        response = await run_in_threadpool(search_steered, catalog, None, k, filter, False, offset, positive, negative)
     else:
         timings: dict[str, float] = {}
         if kind == "ref":
@@ -156,7 +163,9 @@ async def run_search(
             timings |= embed_timings
         query.ref = state.queries.put(data, vector)
         query.image_url = f"/api/queries/{query.ref}/image"
-        response = await run_in_threadpool(search_vector, catalog, vector, k, filter)
+        response = await run_in_threadpool(
+            search_steered, catalog, vector, k, filter, False, offset, positive, negative
+        )
         response.timings_ms = timings | response.timings_ms
     state.metrics.observe_stages(response.timings_ms)
     results = [
@@ -173,4 +182,7 @@ async def run_search(
     ]
     took = {stage: round(ms, 3) for stage, ms in response.timings_ms.items()}
     took["total"] = round((time.perf_counter() - started) * 1000, 3)
-    return SearchResponse(model=response.model, query=query, took_ms=took, results=results)
+    next_offset = offset + k if len(response.results) == k else None
+    return SearchResponse(
+        model=response.model, query=query, took_ms=took, results=results, offset=offset, next_offset=next_offset
+    )

@@ -17,6 +17,7 @@ from lookalike.embed import Embedder
 from lookalike.evaluate.bias import default_bias_field, same_field_share
 from lookalike.evaluate.duplicates import duplicate_recall
 from lookalike.evaluate.environment import index_settings, machine_info
+from lookalike.evaluate.feedback import negative_feedback_effect
 from lookalike.evaluate.holdout import adaptation_holdout, held_out_mask
 from lookalike.evaluate.neighbours import Snapshot, exact_neighbours
 from lookalike.evaluate.precision import default_ignore_labels, same_label_precision
@@ -129,6 +130,10 @@ def evaluate_index(
         result["same_field"] = None
     lap("same_field")
 
+    feedback = negative_feedback_effect(snapshot, options.label_field, ignore, k, seed=options.seed)
+    result["feedback"] = {key: round(v, 4) if isinstance(v, float) else v for key, v in asdict(feedback).items()}
+    lap("feedback")
+
     if options.duplicates and embedder is not None:
         dup = duplicate_recall(index, embedder, options.duplicates, options.seed, k, snapshot=snapshot, among=among)
         result["duplicates"] = {
@@ -225,6 +230,14 @@ def format_report(result: dict[str, Any]) -> str:
         )
     else:
         lines.append("same-field share: skipped (no bias field)")
+    feedback = result.get("feedback")
+    if feedback and feedback["queries"]:
+        lines.append(
+            f"less like that ({feedback['queries']} queries, one wrong result rejected): its label's share of the "
+            f"top {feedback['k']} {_pct(feedback['rejected_label_share_before'])} -> "
+            f"{_pct(feedback['rejected_label_share_after'])}; the query's label "
+            f"{_pct(feedback['precision_before'])} -> {_pct(feedback['precision_after'])}"
+        )
     dup = result["duplicates"]
     if "skipped" in dup:
         lines.append(f"near-duplicate recall: skipped ({dup['skipped']})")
