@@ -245,10 +245,10 @@ class Focus:
             return unchanged
         crop = square_crop(box, self.margin)
         rgb = to_rgb(image)
-        # Outside the photo PIL's crop is black for the picture and 0 for the matte: white after compositing.
         if self.matte == "hard":
             level = round(self.threshold * 255)
             matte = matte.point(lambda value: 255 if value >= level else 0)
+        # Outside the photo PIL's crop is black for the picture and 0 for the matte: white after compositing.
         out = Image.composite(rgb.crop(crop), Image.new("RGB", (crop[2] - crop[0],) * 2, WHITE), matte.crop(crop))
         return Focused(out, box, crop, peak)
 
