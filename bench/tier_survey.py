@@ -127,18 +127,20 @@ def main() -> None:
             order = np.argsort(-scores)[:2]
             return int(order[0]), float(scores[order[0]]), float(scores[order[1]])
 
-        groups: dict[str, list[tuple[float, float, bool]]] = {"same": [], "similar": [], "none": []}
+        groups: dict[str, list[tuple[float, float, bool, float]]] = {"same": [], "similar": [], "none": []}
+        transforms: list[str] = []
         for item in random.Random(1).sample(indexed, ALTERED):
             original = load_image(item.read())
-            for transform in TRANSFORMS.values():
-                top, score, _ = best(transform(original))
-                groups["same"].append((score, score - tenth[top], top == position[item.id]))
+            for name, transform in TRANSFORMS.items():
+                top, score, second = best(transform(original))
+                groups["same"].append((score, score - tenth[top], top == position[item.id], score - second))
+                transforms.append(name)
         for item in held_out:
-            top, score, _ = best(item.read())
-            groups["similar"].append((score, score - tenth[top], False))
+            top, score, second = best(item.read())
+            groups["similar"].append((score, score - tenth[top], False, score - second))
         for data in out_of_domain(OUT_OF_DOMAIN):
-            top, score, _ = best(data)
-            groups["none"].append((score, score - tenth[top], False))
+            top, score, second = best(data)
+            groups["none"].append((score, score - tenth[top], False, score - second))
         catalog.close()
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
@@ -147,8 +149,16 @@ def main() -> None:
     arrays = {name: np.array(rows) for name, rows in groups.items()}
     for name, rows in arrays.items():
         result["groups"][name] = {"count": len(rows), "score": summary(rows[:, 0]), "relative": summary(rows[:, 1])}
+        result["groups"][name]["gap_to_second"] = summary(rows[:, 3])
         if name == "same":
             result["groups"][name]["original_first"] = round(float(rows[:, 2].mean()), 4)
+            by = np.array(transforms)
+            result["groups"][name]["score_p10_by_transform"] = {
+                t: round(float(np.percentile(rows[by == t, 0], 10)), 4) for t in TRANSFORMS
+            }
+    result["rows"] = {name: [[round(float(v), 5) for v in row] for row in rows] for name, rows in arrays.items()}
+    result["rows_columns"] = ["score", "relative", "original_first", "gap_to_second"]
+    result["same_transforms"] = transforms
     for column, label in ((0, "score"), (1, "relative")):
         same, similar, none = arrays["same"][:, column], arrays["similar"][:, column], arrays["none"][:, column]
         # same_item threshold: the highest that keeps <= 3 % of held-out photos above it; similar/none: the
@@ -165,7 +175,7 @@ def main() -> None:
             "held_out_none": round(float((similar < t_none).mean()), 4),
             "out_of_domain_none": round(float((none < t_none).mean()), 4),
         }
-    print(json.dumps(result, indent=2))
+    print(json.dumps({k: v for k, v in result.items() if k not in ("rows", "same_transforms")}, indent=2))
     if args.out:
         args.out.write_text(json.dumps(result, indent=2))
 
