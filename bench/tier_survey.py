@@ -117,7 +117,9 @@ def main() -> None:
         matrix /= np.linalg.norm(matrix, axis=1, keepdims=True)
         sims = matrix @ matrix.T
         np.fill_diagonal(sims, -np.inf)
-        tenth = np.sort(sims, axis=1)[:, -10]  # each item's own 10th-neighbour score
+        ranked = np.sort(sims, axis=1)
+        tenth = ranked[:, -10]  # each item's own 10th-neighbour score
+        first_neighbour = ranked[:, -1]  # and its nearest other item's
         position = {item_id: n for n, item_id in enumerate(ids)}
 
         def best(data: bytes) -> tuple[int, float, float]:
@@ -127,20 +129,22 @@ def main() -> None:
             order = np.argsort(-scores)[:2]
             return int(order[0]), float(scores[order[0]]), float(scores[order[1]])
 
-        groups: dict[str, list[tuple[float, float, bool, float]]] = {"same": [], "similar": [], "none": []}
+        groups: dict[str, list[tuple[float, float, bool, float, float]]] = {"same": [], "similar": [], "none": []}
         transforms: list[str] = []
         for item in random.Random(1).sample(indexed, ALTERED):
             original = load_image(item.read())
             for name, transform in TRANSFORMS.items():
                 top, score, second = best(transform(original))
-                groups["same"].append((score, score - tenth[top], top == position[item.id], score - second))
+                groups["same"].append(
+                    (score, score - tenth[top], top == position[item.id], score - second, score - first_neighbour[top])
+                )
                 transforms.append(name)
         for item in held_out:
             top, score, second = best(item.read())
-            groups["similar"].append((score, score - tenth[top], False, score - second))
+            groups["similar"].append((score, score - tenth[top], False, score - second, score - first_neighbour[top]))
         for data in out_of_domain(OUT_OF_DOMAIN):
             top, score, second = best(data)
-            groups["none"].append((score, score - tenth[top], False, score - second))
+            groups["none"].append((score, score - tenth[top], False, score - second, score - first_neighbour[top]))
         catalog.close()
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
@@ -157,7 +161,7 @@ def main() -> None:
                 t: round(float(np.percentile(rows[by == t, 0], 10)), 4) for t in TRANSFORMS
             }
     result["rows"] = {name: [[round(float(v), 5) for v in row] for row in rows] for name, rows in arrays.items()}
-    result["rows_columns"] = ["score", "relative", "original_first", "gap_to_second"]
+    result["rows_columns"] = ["score", "relative", "original_first", "gap_to_second", "above_match_neighbour"]
     result["same_transforms"] = transforms
     for column, label in ((0, "score"), (1, "relative")):
         same, similar, none = arrays["same"][:, column], arrays["similar"][:, column], arrays["none"][:, column]
