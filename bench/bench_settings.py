@@ -55,22 +55,20 @@ def parse(setting: str) -> tuple[str, str | None, int | None]:
 
 
 def cpu_flags() -> dict[str, Any]:
-    flags: list[str] = []
-    model = ""
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("flags") and not flags:
-            flags = line.split(":", 1)[1].split()
-        if line.startswith("model name") and not model:
-            model = line.split(":", 1)[1].strip()
+    """The CPU, its cores and the flags the figures depend on (int8 speed: VNNI; AMX)."""
+    from lookalike.evaluate.environment import cpu_flags as flags_of
+    from lookalike.evaluate.environment import machine_info
+
+    info = machine_info()
+    flags = flags_of(Path("/proc/cpuinfo").read_text())
     wanted = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8")
-    return {"cpu": model, "cores": os.cpu_count(), "flags": [f for f in wanted if f in flags]}
+    return {"cpu": info["cpu"], "cores": info["cores"], "flags": [f for f in wanted if f in flags]}
 
 
 def run_one(setting: str, duplicates: int) -> dict[str, Any]:
     """One setting, measured in this process."""
     from lookalike.catalog import open_or_create_catalog
     from lookalike.evaluate import EvalOptions, evaluate_index
-    from lookalike.focus import Focus
     from lookalike.ingest import ingest
     from lookalike.search import search_image
     from lookalike.sources.datasets import clothing_dataset
@@ -80,21 +78,14 @@ def run_one(setting: str, duplicates: int) -> dict[str, Any]:
     source = clothing_dataset()
     workdir = Path(tempfile.mkdtemp(prefix="lookalike-settings-"))
     try:
-        catalog = open_or_create_catalog(workdir / "index", model, focus="none")
-        embedder = catalog.embedder
-        if precision is not None:
-            # The index records the stage; a new catalogue with it is what `lookalike index --focus object` makes.
-            catalog.close()
-            shutil.rmtree(workdir / "index")
-            focus = Focus(resolution=resolution, precision=precision)
-            from lookalike.index import IndexSettings
-            from lookalike.index.backends import IndexTarget, create_index
-
-            embedder = embedder.with_focus(focus)
-            settings = IndexSettings(dim=embedder.dim, embedding=embedder.descriptor())
-            from lookalike.catalog import Catalog
-
-            catalog = Catalog(create_index(IndexTarget("embedded", workdir / "index"), settings), embedder)
+        # What `lookalike index --model M [--focus object --focus-precision P --focus-resolution R]` makes.
+        catalog = open_or_create_catalog(
+            workdir / "index",
+            model,
+            focus="none" if precision is None else "object",
+            focus_resolution=resolution,
+            focus_precision=precision or "fp32",
+        )
         load_before = os.getloadavg()[0]
         report = ingest(source, catalog.index, catalog.embedder, progress=False)
         paths = [item.location for item in random.Random(0).sample(list(source), 200)]

@@ -94,6 +94,12 @@ def out_of_domain(count: int, seed: int = 0) -> list[bytes]:
     return images
 
 
+def held_out_split(items: list[Any], seed: int = 0) -> tuple[list[Any], list[Any]]:
+    """(indexed, held out): a seeded HELD_OUT share of the catalogue's items kept out of the index."""
+    held = set(random.Random(seed).sample(range(len(items)), round(HELD_OUT * len(items))))
+    return [item for i, item in enumerate(items) if i not in held], [item for i, item in enumerate(items) if i in held]
+
+
 def summary(values: np.ndarray) -> dict[str, float]:
     return {f"p{q}": round(float(np.percentile(values, q)), 4) for q in PERCENTILES}
 
@@ -103,11 +109,7 @@ def main() -> None:
     parser.add_argument("--model", default="efficientnet-lite1")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
-    items = list(clothing_dataset())
-    rng = random.Random(0)
-    held = set(rng.sample(range(len(items)), round(HELD_OUT * len(items))))
-    indexed = [item for i, item in enumerate(items) if i not in held]
-    held_out = [item for i, item in enumerate(items) if i in held]
+    indexed, held_out = held_out_split(list(clothing_dataset()))
     workdir = Path(tempfile.mkdtemp(prefix="lookalike-tiers-"))
     try:
         catalog = open_or_create_catalog(workdir / "index", args.model, kind="exact")

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from tier_survey import HELD_OUT, Subset
+from tier_survey import Subset, held_out_split
 
 from lookalike.catalog import open_or_create_catalog
 from lookalike.evaluate.duplicates import TRANSFORMS
@@ -65,10 +65,7 @@ def main() -> None:
     parser.add_argument("--model", default="efficientnet-lite1")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
-    items = list(clothing_dataset())
-    held = set(random.Random(0).sample(range(len(items)), round(HELD_OUT * len(items))))
-    indexed = [item for i, item in enumerate(items) if i not in held]
-    held_out = [item for i, item in enumerate(items) if i in held]
+    indexed, held_out = held_out_split(list(clothing_dataset()))
     workdir = Path(tempfile.mkdtemp(prefix="lookalike-verify-"))
     rows: list[dict[str, Any]] = []
     try:

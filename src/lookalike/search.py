@@ -14,7 +14,7 @@ import numpy as np
 
 from lookalike.catalog import Catalog
 from lookalike.errors import LookalikeError, NotFoundError
-from lookalike.feedback import MAX_FEEDBACK, FeedbackError, steer
+from lookalike.feedback import MAX_FEEDBACK, steer
 from lookalike.images import (
     DEFAULT_MAX_BYTES,
     DEFAULT_MAX_DECODE_BYTES,
@@ -116,11 +116,9 @@ def search_steered(
     for name, ids in (("positive", positive), ("negative", negative)):
         if len(ids) > MAX_FEEDBACK:
             raise LookalikeError(f"{name} names {len(ids)} items; at most {MAX_FEEDBACK}")
-    if positive or negative:
+    if positive or negative or vector is None:  # steer() refuses a search with no query and no positive
         metric = catalog.index.settings.metric
         vector = steer(vector, _vectors_of(catalog, positive), _vectors_of(catalog, negative), metric)
-    elif vector is None:
-        raise FeedbackError("a search needs a query image, an id or at least one positive")
     return search_vector(catalog, vector, k, filter, exact, offset, {*exclude, *positive, *negative})
 
 

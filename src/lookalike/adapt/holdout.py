@@ -8,7 +8,7 @@ learns only from the training half and records the split; ``lookalike eval`` the
 from __future__ import annotations
 
 import random
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 DEFAULT_TEST_SHARE = 0.5
@@ -29,3 +29,9 @@ def test_values(values: Iterable[Any], seed: int = 0, test_share: float = DEFAUL
     if len(keys) >= 2:
         cut = min(max(cut, 1), len(keys) - 1)
     return set(keys[:cut])
+
+
+def held_out_flags(values: Sequence[Any], seed: int = 0, test_share: float = DEFAULT_TEST_SHARE) -> list[bool]:
+    """One flag per value: True where it falls in the test half (a missing value, None, in neither half)."""
+    held_out = test_values(values, seed, test_share)
+    return [value is not None and value_key(value) in held_out for value in values]

@@ -39,9 +39,7 @@ def class_directions(
     ``unit``: take the rows to unit length first (False: they are already as wanted, e.g. centred)."""
     if not 0.0 < shrinkage <= 1.0:
         raise AdaptError(f"shrinkage must be above 0 and at most 1, not {shrinkage}")
-    x = np.asarray(vectors, dtype=np.float64)
-    if unit:
-        x = x / np.linalg.norm(x, axis=1, keepdims=True).clip(min=1e-12)
+    x = np.asarray(unit_rows(vectors) if unit else vectors, dtype=np.float64)
     names, codes, counts = np.unique(
         np.asarray(labels, dtype=object).astype(str), return_inverse=True, return_counts=True
     )
@@ -89,15 +87,19 @@ def learn_projection(
     centred on ``centre`` (default: their own unit mean; ``adapt`` passes the whole catalogue's)."""
     if len(vectors) != len(labels):
         raise AdaptError(f"{len(vectors)} vectors but {len(labels)} labels")
-    x = np.asarray(vectors, dtype=np.float32)
-    unit = x / np.linalg.norm(x, axis=1, keepdims=True).clip(min=1e-12)
-    centre = unit_mean(x) if centre is None else np.asarray(centre, dtype=np.float32)
+    unit = unit_rows(vectors)
+    centre = unit.mean(axis=0) if centre is None else np.asarray(centre, dtype=np.float32)
     basis = class_directions(unit - centre, labels, shrinkage, unit=False)
     record = {**(learned or {}), "gain": float(gain), "shrinkage": shrinkage}
     return Projection(basis, float(gain), centre, record)
 
 
+def unit_rows(vectors: np.ndarray) -> np.ndarray:
+    """The rows taken to unit length (float32)."""
+    x = np.asarray(vectors, dtype=np.float32)
+    return x / np.linalg.norm(x, axis=1, keepdims=True).clip(min=1e-12)
+
+
 def unit_mean(vectors: np.ndarray) -> np.ndarray:
     """The mean of the rows taken to unit length: the catalogue's shared direction (no labels needed)."""
-    x = np.asarray(vectors, dtype=np.float64)
-    return (x / np.linalg.norm(x, axis=1, keepdims=True).clip(min=1e-12)).mean(axis=0).astype(np.float32)
+    return unit_rows(vectors).mean(axis=0, dtype=np.float64).astype(np.float32)

@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from lookalike.adapt.holdout import DEFAULT_TEST_SHARE, test_values, value_key
+from lookalike.adapt.holdout import DEFAULT_TEST_SHARE, held_out_flags
 from lookalike.adapt.learn import DEFAULT_GAIN, DEFAULT_SHRINKAGE, AdaptError, learn_projection, unit_mean
 from lookalike.adapt.projection import Projection
 from lookalike.catalog import as_target, open_catalog
@@ -73,14 +73,15 @@ def teaching_items(
     test_share: float = DEFAULT_TEST_SHARE,
 ) -> tuple[np.ndarray, list[str]]:
     """Positions of the items that teach (a usable ``field`` value, in the training half) and their labels."""
-    held_out = test_values((m.get(holdout_by) for m in metadata), seed, test_share) if holdout_by else set()
+    split = [m.get(holdout_by) for m in metadata] if holdout_by else []
+    held_out = held_out_flags(split, seed, test_share)
     positions: list[int] = []
     labels: list[str] = []
     for position, entry in enumerate(metadata):
         label = entry.get(field)
         if label is None or isinstance(label, (dict, list)) or str(label).strip() in ignored:
             continue
-        if holdout_by and (entry.get(holdout_by) is None or value_key(entry[holdout_by]) in held_out):
+        if holdout_by and (split[position] is None or held_out[position]):
             continue
         positions.append(position)
         labels.append(str(label).strip())
@@ -119,10 +120,9 @@ def adapt_index(
         raise AdaptError("lookalike adapt works on cosine indexes (it re-projects directions, not lengths)")
     try:
         current: Projection | None = catalog.embedder.projection
-        ids, rows, metadata = [], [], []
+        rows, metadata = [], []
         for batch in catalog.index.iter_items(with_vectors=True):
             for item in batch:
-                ids.append(item.id)
                 rows.append(item.vector)
                 metadata.append(item.metadata)
         plain = np.stack(rows) if rows else np.zeros((0, catalog.index.settings.dim), dtype=np.float32)
@@ -158,7 +158,7 @@ def adapt_index(
     EmbeddedIndex.reproject(target.path, transform, descriptor).close()
     return AdaptReport(
         field=field if not undo else None,
-        items=len(ids),
+        items=len(rows),
         taught=len(positions),
         classes=len(set(labels)),
         rank=0 if new is None else int(new.basis.shape[1]),

@@ -71,7 +71,7 @@ async def search(request: Request, state: State) -> SearchResponse:
         k = _form_int(form.get("k"), "k", default=10)
         filter = _form_filter(form.get("filter"))
         min_score = _form_float(form.get("min_score"), "min_score")
-        offset = _form_offset(form.get("offset"))
+        offset = _form_int(form.get("offset"), "offset", default=0, low=0, high=MAX_OFFSET)
         return await run_search(state, "upload", data, k, filter, min_score, offset)
     try:
         body = SearchRequest.model_validate_json(await request.body())
@@ -92,18 +92,6 @@ async def search(request: Request, state: State) -> SearchResponse:
     )
 
 
-def _form_offset(raw: Any) -> int:
-    if raw in (None, ""):
-        return 0
-    try:
-        value = int(str(raw))
-    except ValueError:
-        raise LookalikeError(f"offset must be an integer, got {raw!r}") from None
-    if not 0 <= value <= MAX_OFFSET:
-        raise LookalikeError(f"offset must be between 0 and {MAX_OFFSET}, got {value}")
-    return value
-
-
 SEARCH_FORM_FIELDS = ("image", "k", "filter", "min_score", "offset")
 ITEM_FORM_FIELDS = ("image", "id", "metadata")
 
@@ -115,15 +103,15 @@ def _check_form_fields(names: Any, known: tuple[str, ...]) -> None:
         raise LookalikeError(f"unknown form field(s) {', '.join(map(repr, unknown))}; expected {', '.join(known)}")
 
 
-def _form_int(raw: Any, name: str, default: int) -> int:
+def _form_int(raw: Any, name: str, default: int, low: int = 1, high: int = MAX_K) -> int:
     if raw in (None, ""):
         return default
     try:
         value = int(str(raw))
     except ValueError:
         raise LookalikeError(f"{name} must be an integer, got {raw!r}") from None
-    if not 1 <= value <= MAX_K:
-        raise LookalikeError(f"{name} must be between 1 and {MAX_K}, got {value}")
+    if not low <= value <= high:
+        raise LookalikeError(f"{name} must be between {low} and {high}, got {value}")
     return value
 
 

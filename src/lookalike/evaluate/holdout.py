@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from lookalike.adapt.holdout import DEFAULT_TEST_SHARE, test_values, value_key
+from lookalike.adapt.holdout import DEFAULT_TEST_SHARE, held_out_flags
 from lookalike.evaluate.neighbours import Snapshot
 
 
@@ -16,12 +16,13 @@ def holdout_split_by_field(
 ) -> tuple[list[str], list[str]]:
     """(train ids, test ids) of the items that carry ``field``, split by its values (items without it are
     left out); the same split ``lookalike adapt --holdout-by`` learns on."""
-    held_out = test_values(snapshot.values(field), seed, test_share)
+    values = snapshot.values(field)
+    flags = held_out_flags(values, seed, test_share)
     train: list[str] = []
     test: list[str] = []
-    for item_id, value in zip(snapshot.ids, snapshot.values(field), strict=True):
+    for item_id, value, held_out in zip(snapshot.ids, values, flags, strict=True):
         if value is not None:
-            (test if value_key(value) in held_out else train).append(item_id)
+            (test if held_out else train).append(item_id)
     return train, test
 
 
@@ -35,5 +36,5 @@ def adaptation_holdout(embedding: Mapping[str, Any]) -> dict[str, Any] | None:
 def held_out_mask(snapshot: Snapshot, holdout: Mapping[str, Any]) -> np.ndarray:
     """A bool per item: True for the test half of ``holdout`` (the items the projection never saw)."""
     values = snapshot.values(holdout["field"])
-    held_out = test_values(values, int(holdout.get("seed", 0)), float(holdout.get("test_share", DEFAULT_TEST_SHARE)))
-    return np.array([value is not None and value_key(value) in held_out for value in values], dtype=bool)
+    seed, share = int(holdout.get("seed", 0)), float(holdout.get("test_share", DEFAULT_TEST_SHARE))
+    return np.array(held_out_flags(values, seed, share), dtype=bool)
