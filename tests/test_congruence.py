@@ -96,6 +96,7 @@ def make_index(request, tmp_path: Path) -> Iterator[Callable[[str, str], VectorI
         url = {"milvus": MILVUS_URI, "opensearch": OPENSEARCH_URL}.get(backend)
         target = IndexTarget(backend, tmp_path / name, url, name)  # type: ignore[arg-type]
         index = create_index(target, IndexSettings(dim=1280, metric=metric, kind=kind))  # type: ignore[arg-type]
+        index.target = target  # type: ignore[attr-defined]  # so a test can open it again
         created.append(index)
         return index
 
@@ -236,3 +237,34 @@ def test_paging_exclusion_and_feedback_agree_with_brute_force(make_index, real_i
     moved = steer(query, [liked.vector], [disliked.vector])
     expected = [i for i, _ in brute_force(real_items, moved, 12, "cosine") if i not in (liked.id, disliked.id)]
     assert [r.id for r in steered.results] == expected[:10]
+
+
+@pytest.mark.parametrize("make_index", BACKENDS, indirect=True)
+def test_notes_are_kept_replaced_and_removed_alike(make_index, real_items) -> None:
+    from lookalike.errors import IndexError_
+    from lookalike.index.backends import open_index
+
+    index = filled(make_index, real_items[:20])
+    assert index.notes() == {}
+    calibration = {"model": "efficientnet-lite0", "thresholds": {"same_item": 0.91, "none": 0.42}, "n": [1, 2]}
+    index.write_note("calibration", calibration)
+    index.write_note("colour", {"weight": 0.25})
+    index.write_note("colour", {"weight": 0.5})  # replaces
+    assert index.notes() == {"calibration": calibration, "colour": {"weight": 0.5}}
+    index.write_note("colour", None)
+    with pytest.raises(IndexError_, match="note name"):
+        index.write_note("Bad Name!", {"x": 1})
+    with pytest.raises(IndexError_, match="JSON object"):
+        index.write_note("calibration", [1, 2])  # type: ignore[arg-type]
+    with pytest.raises(IndexError_, match="NaN"):
+        index.write_note("calibration", {"x": float("nan")})
+    with pytest.raises(IndexError_, match="over 65536 bytes"):
+        index.write_note("calibration", {"x": "y" * 70_000})
+    index.save()
+    reopened = open_index(index.target)  # type: ignore[attr-defined]
+    try:
+        assert reopened.notes() == {"calibration": calibration}  # refused writes changed nothing
+        assert reopened.count() == 20 and reopened.settings == index.settings  # nor items and settings
+    finally:
+        if reopened is not index:
+            reopened.close()

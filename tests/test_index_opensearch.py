@@ -48,6 +48,15 @@ class FakeIndices:
             return {"error": {"root_cause": [cause], **cause}, "status": 404}
         return {index: {"mappings": copy.deepcopy(self.client.mappings[index])}}
 
+    def put_mapping(self, index: str, body: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
+        """OpenSearch replaces ``_meta`` whole on a mapping update (and merges new properties)."""
+        self.client.record("indices.put_mapping", index=index, body=body, **kwargs)
+        mapping = self.client.mappings[index]
+        if "_meta" in body:
+            mapping["_meta"] = copy.deepcopy(body["_meta"])
+        mapping.setdefault("properties", {}).update(copy.deepcopy(body.get("properties", {})))
+        return {"acknowledged": True}
+
     def get_settings(self, index: str, name: str | None = None, **kwargs: Any) -> dict[str, Any]:
         self.client.record("indices.get_settings", index=index, name=name, **kwargs)
         interval = self.client.refresh_interval
@@ -893,3 +902,20 @@ def test_live_cluster_roundtrip() -> None:
         finally:
             index.drop()
         assert not OpenSearchIndex.exists(config, index.name)
+
+
+def test_notes_live_in_meta_beside_the_settings_and_survive_reopening() -> None:
+    index, client = make("cosine")
+    index.write_note("calibration", {"same_item": 0.9})
+    index.write_note("colour", {"weight": 0.3})
+    index.write_note("colour", None)
+    put = [kwargs for name, kwargs in client.calls if name == "indices.put_mapping"]
+    assert len(put) == 3 and set(put[-1]["body"]) == {"_meta"}  # only _meta: no field mapping changes
+    meta = client.mappings["products"]["_meta"]["lookalike"]
+    assert meta["notes"] == {"calibration": {"same_item": 0.9}}
+    opened = OpenSearchIndex.open(index.config, "products", client=client)
+    assert opened.settings == index.settings  # the settings were written back with the notes
+    assert opened.notes() == {"calibration": {"same_item": 0.9}}
+    with pytest.raises(IndexError_, match="note name"):
+        opened.write_note("../x", {})
+    assert len([c for c in client.calls if c[0] == "indices.put_mapping"]) == 3  # refused before any request

@@ -30,10 +30,12 @@ def source(tmp_path):
 
 
 def test_migrate_copies_everything_exactly(source, tmp_path) -> None:
+    source.write_note("calibration", {"same_item": 0.9, "none": 0.4})
     target = open_target_like(source, IndexTarget("embedded", tmp_path / "target"))
     report = migrate(source, target, batch_size=64, progress=False)
     assert (report.copied, report.unchanged) == (300, 0)
     assert target.settings == source.settings
+    assert target.notes() == {"calibration": {"same_item": 0.9, "none": 0.4}}
     for original in items(300)[::37]:
         copied = target.get(original.id, with_vector=True)
         assert copied.metadata == original.metadata and copied.location == original.location

@@ -59,6 +59,8 @@ def migrate(source: VectorIndex, target: VectorIndex, batch_size: int = 500, pro
             report.copied += len(todo)
             report.unchanged += len(batch) - len(todo)
             bar.update(len(batch))
+    for name, note in source.notes().items():  # after the items: a note describes the catalogue it came with
+        target.write_note(name, note)
     target.save()
     report.seconds = time.perf_counter() - started
     return report

@@ -219,6 +219,19 @@ class VectorIndex(ABC):
     def facets(self, max_values: int = 50) -> dict[str, dict[str, int]]:
         """Metadata field -> value -> count, for building filter choices."""
 
+    @abstractmethod
+    def notes(self) -> dict[str, dict[str, Any]]:
+        """Every note kept with the index, by name.
+
+        Notes are what is learned from the catalogue after the index was made (its match calibration), so
+        unlike the settings they change: each backend keeps them where its settings live (SQLite's ``meta``
+        table, OpenSearch's mapping ``_meta``, Milvus's collection properties), read on open, not per item."""
+
+    @abstractmethod
+    def write_note(self, name: str, value: Mapping[str, Any] | None) -> None:
+        """Keep ``value`` (a JSON object, checked by ``validate.check_note``) as note ``name``, replacing
+        the one before; ``None`` removes it. Durable when this returns; items are never touched."""
+
     def bulk_load(self) -> AbstractContextManager[Any]:
         """Wrap a large ingest: backends that can defer work (OpenSearch stops refreshing) do so here."""
         return nullcontext()

@@ -67,6 +67,8 @@ CREATE TRIGGER IF NOT EXISTS items_deleted AFTER DELETE ON items BEGIN
     INSERT INTO deleted_vids (vid) VALUES (old.vid);
 END;
 """
+NOTE_PREFIX, NOTE_PREFIX_END = "note:", "note;"
+"""Notes live in ``meta`` under ``note:NAME`` (``;`` follows ``:``, so the two bound a range scan)."""
 TOMBSTONES_KEPT = 100_000
 """``deleted_vids`` logs every deleted vid so that other processes can mask them without rescanning; ``save``
 trims it to the newest entries. A reader further behind than that reconciles with a scan of the vids instead."""
@@ -712,6 +714,22 @@ class EmbeddedIndex(VectorIndex):
                     "memory_mapped": self._mapped,
                 }
             return stats
+
+    # ----------------------------------------------------------------------------------- notes
+    def notes(self) -> dict[str, dict[str, Any]]:
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT key, value FROM meta WHERE key >= ? AND key < ?", (NOTE_PREFIX, NOTE_PREFIX_END)
+            ).fetchall()
+        return {key[len(NOTE_PREFIX) :]: json.loads(value) for key, value in rows}
+
+    def write_note(self, name: str, value: Mapping[str, Any] | None) -> None:
+        text = validate.check_note(name, {} if value is None else value)
+        with self._lock, self._db:
+            if value is None:
+                self._db.execute("DELETE FROM meta WHERE key = ?", (NOTE_PREFIX + name,))
+            else:
+                self._db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (NOTE_PREFIX + name, text))
 
     # ----------------------------------------------------------------------------------- durability
     def save(self) -> None:

@@ -43,7 +43,7 @@ import re
 import threading
 import uuid
 import warnings
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from typing import Any
 
@@ -77,6 +77,9 @@ else:
 
 FORMAT = 1
 """Version of the collection layout, recorded in the description."""
+NOTE_PROPERTY = "lookalike.note."
+"""Notes are collection properties (Milvus's key-value settings of a collection, which can change after it is
+made, unlike the description that holds the settings) named with this prefix."""
 MAX_ID_BYTES = validate.MAX_ID_BYTES
 MAX_TEXT_BYTES = validate.MAX_TEXT_BYTES
 """Milvus's largest VARCHAR, for location and content hash."""
@@ -402,6 +405,26 @@ class MilvusIndex(VectorIndex):
             for key, values in sorted(result.items())
             if len(values) <= max_values
         }
+
+    # ----------------------------------------------------------------------------------- notes
+    def notes(self) -> dict[str, dict[str, Any]]:
+        with self._lock:
+            self._check_open()
+            with _errors("reading the notes"):
+                properties = self._collection.describe().get("properties") or {}
+        return {
+            key[len(NOTE_PROPERTY) :]: json.loads(value)
+            for key, value in properties.items()
+            if key.startswith(NOTE_PROPERTY) and value  # an empty value is a removed note
+        }
+
+    def write_note(self, name: str, value: Mapping[str, Any] | None) -> None:
+        text = validate.check_note(name, {} if value is None else value)
+        with self._lock:
+            self._check_open()
+            with _errors(f"writing note {name!r}"):
+                # Milvus 2.3 cannot drop a collection property, so a removed note is kept empty
+                self._collection.set_properties({NOTE_PROPERTY + name: "" if value is None else text})
 
     def stats(self) -> dict[str, Any]:
         stats: dict[str, Any] = {"items": self.count(), "collection": self.name}

@@ -540,6 +540,30 @@ class OpenSearchIndex(VectorIndex):
             self._types = _metadata_types(next(iter(response.values()), {}).get("mappings", {}))
         return self._types
 
+    # ----------------------------------------------------------------------------------- notes
+    def _lookalike_meta(self) -> dict[str, Any]:
+        response = self._call("read the mapping", self.client.indices.get_mapping, index=self.name)
+        mappings = next(iter(response.values()), {}).get("mappings", {})
+        return dict(mappings.get("_meta", {}).get("lookalike", {}))
+
+    def notes(self) -> dict[str, dict[str, Any]]:
+        return dict(self._lookalike_meta().get("notes", {}))
+
+    def write_note(self, name: str, value: Mapping[str, Any] | None) -> None:
+        # A mapping update replaces ``_meta`` whole, so the settings are written back with the notes (read,
+        # changed and written: two writers of notes at once keep the later; items are not involved).
+        text = validate.check_note(name, {} if value is None else value)
+        meta = self._lookalike_meta()
+        notes = dict(meta.get("notes", {}))
+        if value is None:
+            notes.pop(name, None)
+        else:
+            notes[name] = json.loads(text)
+        meta["notes"] = notes
+        self._call(
+            "write a note", self.client.indices.put_mapping, index=self.name, body={"_meta": {"lookalike": meta}}
+        )
+
     def stats(self) -> dict[str, Any]:
         return {"items": self.count(), "engine": self.engine, "opensearch_index": self.name}
 

@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Sequence
+import re
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -31,6 +32,11 @@ MAX_METADATA_BYTES = 65_536
 MAX_METADATA_DEPTH = 32
 """Nesting levels of objects and lists: product metadata is flat or nearly so, and the response encoders
 (pydantic, Python's json) refuse or recurse on a few hundred."""
+MAX_NOTE_BYTES = 65_536
+"""A note as compact JSON: Milvus keeps notes as collection properties and OpenSearch in the mapping's
+``_meta``, both read on every open, so a note is a small record (a calibration), never a data set."""
+NOTE_NAME = re.compile(r"[a-z][a-z0-9_]{0,63}")
+"""Note names are identifiers: they become a Milvus property key and an OpenSearch ``_meta`` key."""
 INT64_MIN, INT64_MAX = filters.INT64_MIN, filters.INT64_MAX
 """SQLite, OpenSearch's ``long`` and Milvus's JSON store integers as signed 64-bit; -2**63 is left out, as
 filters must leave it out (Milvus cannot parse it as a literal), so that every stored integer can be found."""
@@ -99,6 +105,22 @@ def check_text(item_id: str, value: Any, what: str) -> str | None:
     if _utf8_size(value, f"item {item_id!r}: {what}") > MAX_TEXT_BYTES:
         raise IndexError_(f"item {item_id!r}: {what} is longer than {MAX_TEXT_BYTES:,} bytes")
     return value
+
+
+def check_note(name: Any, value: Any) -> str:
+    """A note every backend can keep: an identifier name and a JSON object, returned as compact JSON.
+
+    Checked like metadata (no NaN, no lone surrogate, bounded depth), since it is read back on every open."""
+    if not isinstance(name, str) or not NOTE_NAME.fullmatch(name):
+        raise IndexError_(f"a note name must be lower-case letters, digits and _ (up to 64), got {name!r}")
+    if not isinstance(value, Mapping):
+        raise IndexError_(f"note {name!r} must be a JSON object, got {type(value).__name__}")
+    value = dict(value)
+    _check_json_value(f"note {name}", value)
+    text = json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    if _utf8_size(text, f"note {name!r}") > MAX_NOTE_BYTES:
+        raise IndexError_(f"note {name!r} is over {MAX_NOTE_BYTES} bytes as JSON")
+    return text
 
 
 def check_items(items: Sequence[Any], dim: int, metric: str) -> tuple[np.ndarray, list[str]]:
