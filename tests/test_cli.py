@@ -48,6 +48,12 @@ def test_index_search_info_delete_eval(run, photo_folder: Path, tmp_path: Path) 
 
     info = json.loads(run("info", "--index", index, "--json").stdout)
     assert (info["model"], info["dim"], info["items"], info["metric"]) == ("efficientnet-lite0", 1280, 12, "cosine")
+    assert info["notes"] == []  # nothing learned from the catalogue yet
+    from lookalike.index import EmbeddedIndex
+
+    with EmbeddedIndex.open(index) as opened:
+        opened.write_note("calibration", {"same_item": 0.9})
+    assert json.loads(run("info", "--index", index, "--json").stdout)["notes"] == ["calibration"]
 
     assert run("delete", "tops/item-03.jpg", "--index", index).returncode == 0
     assert json.loads(run("info", "--index", index, "--json").stdout)["items"] == 11

@@ -245,6 +245,7 @@ def info_command(
             "weights": settings.embedding.get("weights"),
             **opened.stats(),
             "metadata_fields": {key: len(values) for key, values in opened.facets(max_values=1000).items()},
+            "notes": sorted(opened.notes()),
         }
     if as_json:
         typer.echo(json.dumps(info, indent=2))
