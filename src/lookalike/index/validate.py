@@ -86,7 +86,7 @@ def check_metadata(item_id: str, metadata: Any) -> str:
     """Metadata as canonical JSON text (sorted keys, UTF-8), after checking it is plain, bounded JSON."""
     if not isinstance(metadata, dict):
         raise IndexError_(f"item {item_id!r} has metadata that is not an object: {type(metadata).__name__}")
-    _check_json_value(item_id, metadata)
+    _check_json_value(f"item {item_id!r}", metadata)
     text = json.dumps(metadata, ensure_ascii=False, sort_keys=True, allow_nan=False)  # as stored since 0.1
     size = len(text.encode("utf-8"))
     if size > MAX_METADATA_BYTES:  # the stored form has spaces; the limit is on the compact one, never larger
@@ -116,7 +116,7 @@ def check_note(name: Any, value: Any) -> str:
     if not isinstance(value, Mapping):
         raise IndexError_(f"note {name!r} must be a JSON object, got {type(value).__name__}")
     value = dict(value)
-    _check_json_value(f"note {name}", value)
+    _check_json_value(f"note {name!r}", value, "JSON")
     text = json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
     if _utf8_size(text, f"note {name!r}") > MAX_NOTE_BYTES:
         raise IndexError_(f"note {name!r} is over {MAX_NOTE_BYTES} bytes as JSON")
@@ -140,37 +140,39 @@ def check_items(items: Sequence[Any], dim: int, metric: str) -> tuple[np.ndarray
     return vectors, texts
 
 
-def _check_json_value(item_id: str, root: dict[str, Any]) -> None:
-    """Walk the metadata without recursion (a hostile nesting must not hit Python's recursion limit)."""
+def _check_json_value(owner: str, root: dict[str, Any], what: str = "metadata") -> None:
+    """Walk the JSON without recursion (a hostile nesting must not hit Python's recursion limit).
+
+    ``owner`` names whose JSON it is in the error (``item 'x'``, ``note 'y'``), ``what`` which part."""
     stack: list[tuple[Any, int]] = [(root, 1)]
     while stack:
         value, depth = stack.pop()
         if isinstance(value, dict | list):
             if depth > MAX_METADATA_DEPTH:
-                raise IndexError_(f"item {item_id!r} has metadata nested deeper than {MAX_METADATA_DEPTH} levels")
+                raise IndexError_(f"{owner} has {what} nested deeper than {MAX_METADATA_DEPTH} levels")
             if isinstance(value, dict):
                 for key, child in value.items():
                     if not isinstance(key, str):
-                        raise IndexError_(f"item {item_id!r} has a metadata key that is not text: {key!r}")
-                    _utf8_size(key, f"item {item_id!r}: metadata key {key[:40]!r}")
+                        raise IndexError_(f"{owner} has a {what} key that is not text: {key!r}")
+                    _utf8_size(key, f"{owner}: {what} key {key[:40]!r}")
                     stack.append((child, depth + 1))
             else:
                 stack.extend((child, depth + 1) for child in value)
         elif isinstance(value, str):
-            _utf8_size(value, f"item {item_id!r}: metadata value {value[:40]!r}")
+            _utf8_size(value, f"{owner}: {what} value {value[:40]!r}")
         elif isinstance(value, bool) or value is None:
             continue
         elif isinstance(value, int):
             if not INT64_MIN <= value <= INT64_MAX:
                 raise IndexError_(
-                    f"item {item_id!r} has a metadata integer outside the signed 64-bit range, which no backend "
+                    f"{owner} has a {what} integer outside the signed 64-bit range, which no backend "
                     "can store or compare (send it as text)"
                 )
         elif isinstance(value, float):
             if not math.isfinite(value):
-                raise IndexError_(f"item {item_id!r} has a metadata number that is NaN or infinite")
+                raise IndexError_(f"{owner} has a {what} number that is NaN or infinite")
         else:
-            raise IndexError_(f"item {item_id!r} has metadata that is not plain JSON: a {type(value).__name__} value")
+            raise IndexError_(f"{owner} has {what} that is not plain JSON: a {type(value).__name__} value")
 
 
 def _utf8_size(text: str, what: str) -> int:
