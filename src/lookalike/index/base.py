@@ -225,7 +225,8 @@ class VectorIndex(ABC):
 
         Notes are what is learned from the catalogue after the index was made (its match calibration), so
         unlike the settings they change: each backend keeps them where its settings live (SQLite's ``meta``
-        table, OpenSearch's mapping ``_meta``, Milvus's collection properties), read on open, not per item."""
+        table, OpenSearch's mapping ``_meta``, Milvus's collection properties): one read when asked, never
+        per item or per search."""
 
     @abstractmethod
     def write_note(self, name: str, value: Mapping[str, Any] | None) -> None:

@@ -724,9 +724,9 @@ class EmbeddedIndex(VectorIndex):
         return {key[len(NOTE_PREFIX) :]: json.loads(value) for key, value in rows}
 
     def write_note(self, name: str, value: Mapping[str, Any] | None) -> None:
-        text = validate.check_note(name, {} if value is None else value)
+        text = validate.check_note(name, value)
         with self._lock, self._db:
-            if value is None:
+            if text is None:
                 self._db.execute("DELETE FROM meta WHERE key = ?", (NOTE_PREFIX + name,))
             else:
                 self._db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (NOTE_PREFIX + name, text))

@@ -419,12 +419,12 @@ class MilvusIndex(VectorIndex):
         }
 
     def write_note(self, name: str, value: Mapping[str, Any] | None) -> None:
-        text = validate.check_note(name, {} if value is None else value)
+        text = validate.check_note(name, value)
         with self._lock:
             self._check_open()
             with _errors(f"writing note {name!r}"):
                 # Milvus 2.3 cannot drop a collection property, so a removed note is kept empty
-                self._collection.set_properties({NOTE_PROPERTY + name: "" if value is None else text})
+                self._collection.set_properties({NOTE_PROPERTY + name: text or ""})
 
     def stats(self) -> dict[str, Any]:
         stats: dict[str, Any] = {"items": self.count(), "collection": self.name}

@@ -270,7 +270,7 @@ class OpenSearchIndex(VectorIndex):
         where = config.describe()
         with _connection(config, client) as (connection, owns):
             response = _call(where, name, "read the mapping", connection.indices.get_mapping, index=name, ignore=404)
-            mappings = next(iter(response.values()), {}).get("mappings", {})
+            mappings = _mappings_of(response)
             meta = mappings.get("_meta", {}).get("lookalike")
             if not isinstance(meta, Mapping) or "settings" not in meta:
                 raise IndexError_(
@@ -536,15 +536,15 @@ class OpenSearchIndex(VectorIndex):
 
     def _metadata_types(self, needed: Iterable[str] = ()) -> dict[str, str]:
         if self._types is None or any(name not in self._types for name in needed):
-            response = self._call("read the mapping", self.client.indices.get_mapping, index=self.name)
-            self._types = _metadata_types(next(iter(response.values()), {}).get("mappings", {}))
+            self._types = _metadata_types(self._mappings())
         return self._types
+
+    def _mappings(self) -> dict[str, Any]:
+        return _mappings_of(self._call("read the mapping", self.client.indices.get_mapping, index=self.name))
 
     # ----------------------------------------------------------------------------------- notes
     def _lookalike_meta(self) -> dict[str, Any]:
-        response = self._call("read the mapping", self.client.indices.get_mapping, index=self.name)
-        mappings = next(iter(response.values()), {}).get("mappings", {})
-        return dict(mappings.get("_meta", {}).get("lookalike", {}))
+        return dict(self._mappings().get("_meta", {}).get("lookalike", {}))
 
     def notes(self) -> dict[str, dict[str, Any]]:
         return dict(self._lookalike_meta().get("notes", {}))
@@ -552,10 +552,10 @@ class OpenSearchIndex(VectorIndex):
     def write_note(self, name: str, value: Mapping[str, Any] | None) -> None:
         # A mapping update replaces ``_meta`` whole, so the settings are written back with the notes (read,
         # changed and written: two writers of notes at once keep the later; items are not involved).
-        text = validate.check_note(name, {} if value is None else value)
+        text = validate.check_note(name, value)
         meta = self._lookalike_meta()
         notes = dict(meta.get("notes", {}))
-        if value is None:
+        if text is None:
             notes.pop(name, None)
         else:
             notes[name] = json.loads(text)
@@ -657,6 +657,11 @@ def _family_of(value: Any) -> str:
     if isinstance(value, bool):
         return "boolean"
     return "number" if isinstance(value, int | float) else "string"
+
+
+def _mappings_of(response: Mapping[str, Any]) -> dict[str, Any]:
+    """The ``mappings`` of a get-mapping response, which is keyed by the (possibly aliased) index name."""
+    return next(iter(response.values()), {}).get("mappings", {})
 
 
 def _metadata_types(mappings: Mapping[str, Any]) -> dict[str, str]:

@@ -107,12 +107,15 @@ def check_text(item_id: str, value: Any, what: str) -> str | None:
     return value
 
 
-def check_note(name: Any, value: Any) -> str:
-    """A note every backend can keep: an identifier name and a JSON object, returned as compact JSON.
+def check_note(name: Any, value: Any) -> str | None:
+    """A note every backend can keep: an identifier name and a JSON object, returned as compact JSON
+    (``None``, a removal, checks the name only and returns ``None``).
 
-    Checked like metadata (no NaN, no lone surrogate, bounded depth), since it is read back on every open."""
+    Checked like metadata (no NaN, no lone surrogate, bounded depth), since it is read back whenever asked."""
     if not isinstance(name, str) or not NOTE_NAME.fullmatch(name):
         raise IndexError_(f"a note name must be lower-case letters, digits and _ (up to 64), got {name!r}")
+    if value is None:
+        return None
     if not isinstance(value, Mapping):
         raise IndexError_(f"note {name!r} must be a JSON object, got {type(value).__name__}")
     value = dict(value)
