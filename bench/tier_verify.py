@@ -8,7 +8,7 @@ jpeg30 copies of 200 indexed photos, and the 540 held-out photos (distinct items
 counts, and the share of copies whose best match is the original with more inliers than 97 % of held-out
 photos have (the issue's budget of 3 % of unindexed photos answered "same item").
 
-Needs OpenCV, which lookalike does not depend on: ``.venv/bin/pip install opencv-python-headless``.
+Uses OpenCV (a dependency of lookalike since the match tiers were built on this measurement).
 
     .venv/bin/python bench/tier_verify.py [--out bench/results/tier-verify.json]
 """

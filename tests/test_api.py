@@ -288,7 +288,18 @@ def test_upload_search_finds_the_photo_first_with_the_full_response(client: Test
     assert first["image_url"] == "/api/images/tops%2Fitem-05.jpg"
     assert first["thumbnail_url"] == "/api/images/tops%2Fitem-05.jpg?size=320"
     for result in results:
-        assert set(result) == {"id", "score", "distance", "metadata", "image_url", "thumbnail_url"}
+        assert set(result) == {
+            "id",
+            "score",
+            "distance",
+            "metadata",
+            "image_url",
+            "thumbnail_url",
+            "tier",
+            "duplicates",
+        }
+        assert result["tier"] is None and result["duplicates"] == []  # this index is not calibrated
+    assert body["match"] is None
     scores = [result["score"] for result in results]
     assert scores == sorted(scores, reverse=True)
     assert len({result["id"] for result in results}) == 4
@@ -467,8 +478,8 @@ BAD_INPUTS: dict[str, Bad] = {
     "two query fields": Bad(
         _json({"id": QUERY_ID, "image_base64": b64(PHOTO)}), 422, "bad_request", ("exactly one", "image_base64, id")
     ),
-    "extra json field": Bad(_json({"id": QUERY_ID, "colour": "red"}), 422, "bad_request", ("colour", "extra")),
-    "extra form field": Bad(_upload(PHOTO, colour="red"), 400, "bad_request", ("colour", "unknown")),
+    "extra json field": Bad(_json({"id": QUERY_ID, "color": "red"}), 422, "bad_request", ("color", "extra")),
+    "extra form field": Bad(_upload(PHOTO, color="red"), 400, "bad_request", ("color", "unknown")),
     "multipart without image": Bad(
         lambda c, s: c.post("/api/search", data={"k": "3"}, files={"photo": ("a.jpg", PHOTO, "image/jpeg")}),
         400,

@@ -30,6 +30,7 @@ def test_index_search_info_delete_eval(run, photo_folder: Path, tmp_path: Path) 
     assert result.returncode == 0, result.stderr
     assert "12 indexed" in result.stdout and "1 failed" in result.stdout
     assert "broken.jpg" in result.stderr
+    assert "calibrated on" in result.stdout  # an ingest ends by learning the catalogue's match tiers
 
     query = photo_folder / "tops" / "item-03.jpg"
     result = run("search", str(query), "--index", index, "-k", "3", "--json")
@@ -38,6 +39,7 @@ def test_index_search_info_delete_eval(run, photo_folder: Path, tmp_path: Path) 
     assert answer["model"] == "efficientnet-lite0"
     assert answer["results"][0]["id"] == "tops/item-03.jpg"
     assert len(answer["results"]) == 3
+    assert answer["match"] == "same_item" == answer["results"][0]["tier"]
 
     result = run("search", "tops/item-03.jpg", "--index", index, "-k", "4", "--filter", "folder=shoes", "--json")
     results = json.loads(result.stdout)["results"]
@@ -45,15 +47,17 @@ def test_index_search_info_delete_eval(run, photo_folder: Path, tmp_path: Path) 
 
     result = run("search", str(query), "--index", index, "-k", "2")
     assert result.returncode == 0 and "tops/item-03.jpg" in result.stdout.splitlines()[1]
+    assert "match: same_item" in result.stdout.splitlines()[0] and "same_item" in result.stdout.splitlines()[1]
 
     info = json.loads(run("info", "--index", index, "--json").stdout)
     assert (info["model"], info["dim"], info["items"], info["metric"]) == ("efficientnet-lite0", 1280, 12, "cosine")
-    assert info["notes"] == []  # nothing learned from the catalogue yet
-    from lookalike.index import EmbeddedIndex
-
-    with EmbeddedIndex.open(index) as opened:
-        opened.write_note("calibration", {"same_item": 0.9})
-    assert json.loads(run("info", "--index", index, "--json").stdout)["notes"] == ["calibration"]
+    assert info["notes"] == ["calibration"]
+    again = run("calibrate", "--index", index, "--samples", "10", "--seed", "3", "--json")
+    assert again.returncode == 0, again.stderr
+    assert json.loads(again.stdout)["measured"]["copies"] == 30
+    duplicates = run("duplicates", "--index", index, "--json")
+    assert duplicates.returncode == 0 and json.loads(duplicates.stdout) == {"groups": []}  # 12 distinct photos
+    assert run("duplicates", "--index", index).stdout.startswith("0 groups of near-identical images")
 
     assert run("delete", "tops/item-03.jpg", "--index", index).returncode == 0
     assert json.loads(run("info", "--index", index, "--json").stdout)["items"] == 11

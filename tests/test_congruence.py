@@ -268,3 +268,86 @@ def test_notes_are_kept_replaced_and_removed_alike(make_index, real_items) -> No
     finally:
         if reopened is not index:
             reopened.close()
+
+
+@pytest.mark.parametrize("make_index", BACKENDS, indirect=True)
+def test_tiers_folding_and_min_tier_agree_with_the_rule_on_brute_force(make_index, real_items, lite0) -> None:
+    from lookalike.catalog import Catalog
+    from lookalike.confidence.calibrate import calibration_digest
+    from lookalike.confidence.tiers import NOTE, Calibration
+    from lookalike.search import Shaping, search_vector
+
+    items = real_items[:150]
+    original = items[3]
+    noise = np.random.default_rng(3).normal(0, 0.002, original.vector.shape).astype(np.float32)
+    copy = Item("copy-of-3", original.vector + noise, dict(original.metadata), "/photos/copy.jpg", "hc")
+    catalogue = [*items, copy]
+    catalog = Catalog(filled(make_index, catalogue), lite0)
+    rule = Calibration(same_item=1.02, pair=0.985, none=0.45, verify_from=0.8, inliers=0, settings="")
+    rule = Calibration(**{**vars(rule), "settings": calibration_digest(catalog)})
+    catalog.index.write_note(NOTE, rule.to_note())
+    catalog.forget_calibration()
+
+    query = original.vector + np.random.default_rng(4).normal(0, 0.02, original.vector.shape).astype(np.float32)
+    expected = brute_force(catalogue, query, 40, "cosine")
+    raw = search_vector(catalog, query, 10, exact=True, shaping=Shaping(dedupe=False))
+    assert [r.id for r in raw.results] == [i for i, _ in expected[:10]]  # dedupe=false: every copy listed
+    answer = search_vector(catalog, query, 10, exact=True)
+    vectors = {item.id: item.vector / np.linalg.norm(item.vector) for item in catalogue}
+    heads: list[str] = []
+    folded: dict[str, list[str]] = {}
+    for item_id, _ in expected:  # the reference fold: each result joins the first earlier hit it copies
+        owner = next((h for h in heads if float(vectors[h] @ vectors[item_id]) >= rule.pair), None)
+        if owner is None:
+            heads.append(item_id)
+            folded[item_id] = []
+        else:
+            folded[owner].append(item_id)
+    assert [r.id for r in answer.results] == heads[:10]
+    assert [r.duplicates for r in answer.results] == [folded[h] for h in heads[:10]]
+    assert {original.id, copy.id} == {answer.results[0].id, *answer.results[0].duplicates}
+    distance = dict(expected)
+    assert [r.tier for r in answer.results] == rule.tiers([1 - distance[h] for h in heads[:10]])
+    assert answer.match == "same_item"
+    copies_only = search_vector(catalog, query, 10, exact=True, shaping=Shaping(min_tier="same_item"))
+    assert [r.id for r in copies_only.results] == [r.id for r in answer.results if r.tier == "same_item"]
+    assert copies_only.results[0].id == answer.results[0].id
+    paged = search_vector(catalog, query, 5, exact=True, offset=5)
+    assert [r.id for r in paged.results] == [r.id for r in answer.results[5:10]] and paged.match == "same_item"
+    unrelated = -np.abs(query)  # points away from every (non-negative) embedding
+    far = search_vector(catalog, unrelated, 5, exact=True)
+    assert far.match == "none" and {r.tier for r in far.results} == {"none"}
+    assert search_vector(catalog, unrelated, 5, exact=True, shaping=Shaping(min_tier="similar")).results == []
+
+
+@pytest.mark.parametrize("make_index", BACKENDS, indirect=True)
+def test_colours_written_by_add_come_back_from_colours_get_and_iteration(make_index, real_items) -> None:
+    from lookalike.errors import IndexError_
+
+    rng = np.random.default_rng(11)
+    descriptors = rng.dirichlet(np.ones(12), size=20).astype(np.float32)
+    items = [
+        Item(item.id, item.vector, item.metadata, item.location, item.content_hash, descriptors[i] if i % 4 else None)
+        for i, item in enumerate(real_items[:20])
+    ]
+    index = filled(make_index, items)
+    wanted = [item.id for item in items] + ["no-such-id"]
+    found = index.colours(wanted)
+    assert list(found) == wanted and found["no-such-id"] is None
+    for item in items:
+        got = index.get(item.id)
+        if item.colour is None:
+            assert found[item.id] is None and got.colour is None
+        else:
+            assert found[item.id].dtype == np.float32 and np.array_equal(found[item.id], item.colour)
+            assert np.array_equal(got.colour, item.colour)
+    iterated = {item.id: item.colour for batch in index.iter_items(batch_size=7) for item in batch}
+    assert all((iterated[item.id] is None) == (item.colour is None) for item in items)
+    # an upsert without a colour drops the old one; a bad colour is refused and changes nothing
+    index.add([Item(items[1].id, items[1].vector, items[1].metadata, items[1].location, "changed")])
+    assert index.colours([items[1].id]) == {items[1].id: None}
+    with pytest.raises(IndexError_, match="colour"):
+        index.add([Item("bad", items[2].vector, colour=np.full(5, 0.2, dtype=np.float32))])
+    with pytest.raises(IndexError_, match="colour"):
+        index.add([Item("bad", items[2].vector, colour=np.full(12, np.inf, dtype=np.float32))])
+    assert index.get("bad") is None and index.count() == 20

@@ -888,3 +888,65 @@ def test_compaction_on_save(tmp_path: Path, kind: str, metric: str) -> None:
     assert reopened.stats() == {"items": 275, "vectors_in_graph": 275, "dead_vectors": 0}
     assert [[r.to_dict() for r in reopened.search(q, k=10, exact=True)] for q in queries] == final
     reopened.close()
+
+
+# ----------------------------------------------------------------------------------------- colours
+
+
+def _index_without_colours(path: Path) -> list[Item]:
+    """An index as the release before colour descriptors made it: no colour column in ``items``."""
+    import contextlib
+    import sqlite3
+
+    vectors, _ = clustered(30, DIM, 3, seed=5)
+    items = [Item(f"old-{i}", vectors[i], {"i": i}, f"/img/{i}.jpg", f"h{i}") for i in range(30)]
+    with EmbeddedIndex.create(path, IndexSettings(dim=DIM, kind="hnsw")) as index:
+        index.add(items)
+    with contextlib.closing(sqlite3.connect(path / "index.sqlite")) as db:
+        db.execute("ALTER TABLE items DROP COLUMN colour")
+        db.commit()
+    return items
+
+
+def _columns(path: Path) -> list[str]:
+    import contextlib
+    import sqlite3
+
+    with contextlib.closing(sqlite3.connect(path / "index.sqlite")) as db:
+        return [row[1] for row in db.execute("PRAGMA table_info(items)")]
+
+
+def test_an_index_made_before_colours_gets_the_column_when_opened(tmp_path: Path) -> None:
+    items = _index_without_colours(tmp_path / "old")
+    assert "colour" not in _columns(tmp_path / "old")
+    with EmbeddedIndex.open(tmp_path / "old") as index:
+        assert "colour" in _columns(tmp_path / "old")
+        assert index.get("old-3").colour is None and index.colours(["old-3", "old-4"]) == {"old-3": None, "old-4": None}
+        colour = np.full(12, 1 / 12, dtype=np.float32)
+        index.add([Item("new", items[0].vector, {}, None, None, colour)])
+        assert np.array_equal(index.colours(["new"])["new"], colour)
+        assert index.search(items[7].vector, 1)[0].id == items[7].id
+    with EmbeddedIndex.open(tmp_path / "old") as index:  # the second open finds the column there
+        assert np.array_equal(index.get("new").colour, colour) and index.count() == 31
+
+
+def test_an_index_made_before_colours_opens_read_only_without_the_column(tmp_path: Path, monkeypatch) -> None:
+    """Read-only (a snapshot mounted read-only, a file the server may not write): left as it is, every colour
+    None, searches as ever. Simulated with SQLite's query_only, which refuses writes as a read-only file does."""
+    from lookalike.index import embedded
+
+    items = _index_without_colours(tmp_path / "old")
+    connect = embedded._connect
+
+    def read_only(path: Path):
+        connection = connect(path)
+        connection.execute("PRAGMA query_only = ON")
+        return connection
+
+    monkeypatch.setattr(embedded, "_connect", read_only)
+    with EmbeddedIndex.open(tmp_path / "old") as index:
+        assert "colour" not in _columns(tmp_path / "old")
+        assert index.get("old-3").colour is None and index.get("old-3").metadata == {"i": 3}
+        assert index.colours(["old-3", "missing"]) == {"old-3": None, "missing": None}
+        assert all(item.colour is None for batch in index.iter_items() for item in batch)
+        assert index.search(items[7].vector, 1)[0].id == items[7].id

@@ -271,6 +271,46 @@ def test_a_foreign_collection_is_not_opened(milvus: str) -> None:
         connections.disconnect(name)
 
 
+def test_a_collection_made_before_colours_opens_and_works(milvus: str) -> None:
+    """The layout of the release before colour descriptors (no colour field): opened, written and read as
+    ever, every colour None (2.3 cannot add a field to a collection)."""
+    import json
+
+    from pymilvus import Collection, CollectionSchema, DataType, FieldSchema, connections
+
+    from lookalike.index.base import server_record
+
+    name = unique_name("old")
+    settings = IndexSettings(dim=16, metric="cosine", kind="exact")
+    connections.connect(alias=name, uri=milvus, timeout=5)
+    try:
+        schema = CollectionSchema(
+            [
+                FieldSchema("item_id", DataType.VARCHAR, is_primary=True, max_length=512),
+                FieldSchema("vector", DataType.FLOAT_VECTOR, dim=16),
+                FieldSchema("location", DataType.VARCHAR, max_length=65_535),
+                FieldSchema("content_hash", DataType.VARCHAR, max_length=65_535),
+                FieldSchema("metadata", DataType.JSON),
+            ],
+            description=json.dumps({"lookalike": {"format": 1, "settings": server_record(settings)}}),
+        )
+        old = Collection(name, schema, using=name, shards_num=1)
+        old.create_index("vector", {"index_type": "FLAT", "metric_type": "COSINE", "params": {}})
+        index = MilvusIndex.open(milvus, name)
+        items = random_items(5)
+        items[0].colour = np.full(12, 1 / 12, dtype=np.float32)
+        index.add(items)
+        assert index.count() == 5 and index.search(items[0].vector, k=1)[0].id == items[0].id
+        got = index.get(items[0].id)
+        assert got is not None and got.colour is None and got.metadata == items[0].metadata
+        assert index.colours([items[0].id, "missing"]) == {items[0].id: None, "missing": None}
+        assert all(item.colour is None for batch in index.iter_items() for item in batch)
+        index.drop()
+    finally:
+        connections.disconnect(name)
+        _drop(milvus, name)
+
+
 def test_unreachable_server_is_an_index_error() -> None:
     started = time.monotonic()
     with pytest.raises(IndexError_, match="cannot reach Milvus"):
@@ -715,6 +755,8 @@ def _bad_batches() -> list[tuple[str, list[Item], type[Exception]]]:
         ("metadata-too-big", [good, Item("x", vector, {"t": "y" * 65_529})], IndexError_),  # 65537 bytes as JSON
         ("location-not-text", [good, Item("x", vector, {}, 5)], IndexError_),  # type: ignore[arg-type]
         ("hash-too-long", [good, Item("x", vector, {}, None, "h" * 70_000)], IndexError_),
+        ("colour-wrong-length", [good, Item("x", vector, colour=np.full(13, 1 / 13))], IndexError_),
+        ("colour-nan", [good, Item("x", vector, colour=np.array([np.nan] * 12))], IndexError_),
     ]
 
 

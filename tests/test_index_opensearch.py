@@ -165,6 +165,19 @@ class FakeClient:
             source.pop("vector")
         return {"_index": index, "_id": id, "_version": 1, "found": True, "_source": source}
 
+    def mget(self, body: dict[str, Any], index: str, **kwargs: Any) -> dict[str, Any]:
+        self.record("mget", body=body, index=index, **kwargs)
+        docs = []
+        for doc_id in body["ids"]:
+            if doc_id not in self.docs:
+                docs.append({"_index": index, "_id": doc_id, "found": False})
+                continue
+            source = copy.deepcopy(self.docs[doc_id])
+            if "_source_includes" in kwargs:
+                source = {key: value for key, value in source.items() if key in kwargs["_source_includes"].split(",")}
+            docs.append({"_index": index, "_id": doc_id, "_version": 1, "found": True, "_source": source})
+        return {"docs": docs}
+
     def create_pit(self, index: str, keep_alive: str, **kwargs: Any) -> dict[str, Any]:
         self.record("create_pit", index=index, keep_alive=keep_alive, **kwargs)
         return {"pit_id": "pit-1", "_shards": {"total": 1, "successful": 1}, "creation_time": 1}
@@ -279,6 +292,7 @@ def test_create_sends_the_documented_index_body() -> None:
                     },
                 },
                 "vector_norm": {"type": "float", "index": False, "doc_values": False},
+                "colour": {"type": "float", "index": False, "doc_values": False},
                 "item_id": {"type": "keyword"},
                 "location": {"type": "keyword", "index": False},
                 "content_hash": {"type": "keyword"},
@@ -389,6 +403,8 @@ def test_add_splits_big_batches_into_several_bulk_requests() -> None:
         (Item("x", np.ones(4), {"price": float("nan")}), IndexError_),
         (Item("x", np.ones(4), {"when": object()}), IndexError_),
         (Item("a/1", np.ones(4)), IndexError_),  # the same id twice in one add
+        (Item("x", np.ones(4), colour=np.full(11, 1 / 11)), IndexError_),
+        (Item("x", np.ones(4), colour=np.array([np.nan] + [0.1] * 11)), IndexError_),
     ],
 )
 def test_bad_items_are_refused_before_any_request(bad: Item, error: type[Exception]) -> None:
@@ -665,6 +681,45 @@ def test_get_returns_the_item_with_or_without_its_vector() -> None:
     assert "_source_excludes" not in client.last("get")
     assert index.get("missing") is None
     assert index.get("") is None and index.get("x" * 600) is None
+
+
+def test_colours_are_kept_in_the_source_and_read_with_one_multi_get() -> None:
+    index, client = make()
+    colour = np.linspace(0, 1, 12, dtype=np.float32) / np.float32(6)
+    index.add([Item("red", ITEMS[0].vector, {}, None, None, colour), ITEMS[1]])
+    bulk = client.last("bulk")["body"]
+    assert bulk[1]["colour"] == colour.tolist() and "colour" not in bulk[3]  # no colour: no field
+    assert "indices.put_mapping" not in client.names()  # a new index declares the field at creation
+    found = index.colours(["red", "b 2", "missing", "x" * 600])
+    assert client.last("mget") == {
+        "body": {"ids": ["red", "b 2", "missing"]},
+        "index": "products",
+        "_source_includes": "colour",
+    }
+    assert found["red"].dtype == np.float32 and found["red"].tolist() == colour.tolist()
+    assert found["b 2"] is None and found["missing"] is None and found["x" * 600] is None
+    assert index.get("red").colour.tolist() == colour.tolist() and index.get("b 2").colour is None
+    assert [item.colour is not None for batch in index.iter_items() for item in batch] == [False, True]
+
+
+def test_an_index_made_before_colours_gets_the_field_declared_before_the_first_colour() -> None:
+    _, client = make()
+    del client.mappings["products"]["properties"]["colour"]  # as the current release creates it
+    old = OpenSearchIndex.open(OpenSearchConfig(hosts=[HOST]), "products", client=client)
+    old.add([ITEMS[1]])
+    assert "indices.put_mapping" not in client.names()  # nothing to declare for an item without a colour
+    assert old.colours(["b 2"]) == {"b 2": None}
+    old.add([Item("red", ITEMS[0].vector, {}, None, None, np.full(12, 1 / 12, dtype=np.float32))])
+    names = client.names()
+    last_bulk = len(names) - 1 - names[::-1].index("bulk")
+    assert names.index("indices.put_mapping") < last_bulk  # declared before the document that has one
+    assert client.last("indices.put_mapping")["body"] == {
+        "properties": {"colour": {"type": "float", "index": False, "doc_values": False}}
+    }
+    assert "_meta" in client.mappings["products"]  # adding a field leaves the settings alone
+    old.add([Item("blue", ITEMS[0].vector, {}, None, None, np.full(12, 1 / 12, dtype=np.float32))])
+    assert client.names().count("indices.put_mapping") == 1
+    assert old.get("red").colour is not None
 
 
 def test_get_restores_the_length_of_a_vector_stored_normalised() -> None:

@@ -39,6 +39,23 @@ def test_ingest_folder_skips_bad_images_and_reports_them(photo_folder: Path, tmp
     catalog.close()
 
 
+def test_ingest_stores_the_colour_of_the_crop_the_model_sees(photo_folder: Path, tmp_path: Path, lite0) -> None:
+    """The descriptor comes from the embedder's crop of the one decode (the product on white with focus),
+    which is what a query's colour is taken from too."""
+    import numpy as np
+
+    from lookalike import colour
+    from lookalike.images import load_image
+
+    catalog = open_or_create_catalog(tmp_path / "index", "efficientnet-lite0", kind="exact")
+    ingest(open_source(str(photo_folder)), catalog.index, catalog.embedder, progress=False)
+    colours = catalog.index.colours([f"tops/item-{n:02d}.jpg" for n in (1, 3, 5)])
+    for item_id, stored in colours.items():
+        image = load_image((photo_folder / item_id).read_bytes(), min_side=catalog.embedder.decode_min_side)
+        assert stored is not None and np.array_equal(stored, colour.describe(catalog.embedder.prepare(image)))
+    catalog.close()
+
+
 def test_rerun_skips_unchanged_and_reembeds_changed_files(photo_folder: Path, tmp_path: Path, lite0) -> None:
     index_path = tmp_path / "index"
     catalog = open_or_create_catalog(index_path, "efficientnet-lite0")

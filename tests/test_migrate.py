@@ -14,11 +14,14 @@ SETTINGS = IndexSettings(dim=16, metric="cosine", kind="hnsw", embedding={"model
 
 
 def items(count: int, seed: int = 0) -> list[Item]:
+    """Every other item has a colour descriptor (the rest were indexed before colours were)."""
     rng = np.random.default_rng(seed)
-    return [
-        Item(f"id/{i}", rng.standard_normal(16).astype(np.float32), {"n": i, "even": i % 2 == 0}, f"/p/{i}", f"h{i}")
-        for i in range(count)
-    ]
+    made = []
+    for i in range(count):
+        vector = rng.standard_normal(16).astype(np.float32)
+        colour = rng.dirichlet(np.ones(12)).astype(np.float32) if i % 2 else None
+        made.append(Item(f"id/{i}", vector, {"n": i, "even": i % 2 == 0}, f"/p/{i}", f"h{i}", colour))
+    return made
 
 
 @pytest.fixture
@@ -40,6 +43,8 @@ def test_migrate_copies_everything_exactly(source, tmp_path) -> None:
         copied = target.get(original.id, with_vector=True)
         assert copied.metadata == original.metadata and copied.location == original.location
         assert np.array_equal(copied.vector, original.vector) and copied.content_hash == original.content_hash
+        assert (copied.colour is None) == (original.colour is None)
+        assert original.colour is None or np.array_equal(copied.colour, original.colour)
     query = items(300)[5].vector
     assert [r.id for r in target.search(query, 10, exact=True)] == [r.id for r in source.search(query, 10, exact=True)]
     target.close()

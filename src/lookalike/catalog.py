@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +28,34 @@ BOTH_WAYS = ("focus", "adaptation")
 class Catalog:
     index: VectorIndex
     embedder: Embedder
+    _calibration: Any = field(default=None, init=False, repr=False)
+    _calibration_read: bool = field(default=False, init=False, repr=False)
+    _colour_weight: float = field(default=0.0, init=False, repr=False)
+
+    def calibration(self) -> Any:
+        """The index's match calibration (a ``confidence.Calibration``) when one applies to its settings, else
+        None. Read once (one read of the notes), not per search: ``forget_calibration`` re-reads."""
+        if not self._calibration_read:
+            from lookalike.confidence.calibrate import calibration_digest
+            from lookalike.confidence.tiers import read_calibration
+
+            notes = self.index.notes()
+            self._calibration = read_calibration(notes, calibration_digest(self))
+            weight = notes.get("colour", {}).get("weight", 0.0)
+            self._colour_weight = float(weight) if isinstance(weight, int | float) and 0 <= weight <= 1 else 0.0
+            self._calibration_read = True
+        return self._calibration
+
+    def colour_weight(self) -> float:
+        """How much colour weighs in this catalogue's searches by default: its note ``colour`` (set by
+        ``lookalike calibrate --colour``), else 0 (shape only). Read once, like the calibration."""
+        if not self._calibration_read:
+            self.calibration()
+        return self._colour_weight
+
+    def forget_calibration(self) -> None:
+        """Read the calibration again at the next search (after ``lookalike calibrate`` wrote a new one)."""
+        self._calibration_read = False
 
     def close(self) -> None:
         self.index.close()

@@ -13,7 +13,7 @@ from typing import Annotated, Any
 import typer
 
 from lookalike.adapt.learn import DEFAULT_GAIN
-from lookalike.errors import LookalikeError, SourceError
+from lookalike.errors import LookalikeError, NotCalibratedError, SourceError
 from lookalike.index.backends import IndexTarget
 
 app = typer.Typer(
@@ -92,6 +92,9 @@ def index_command(
     checkpoint_every: Annotated[
         int, typer.Option(min=1, help="Write the FAISS checkpoint every N items (every item is durable at once)")
     ] = 2000,
+    calibrate: Annotated[
+        bool, typer.Option(help="Learn the match tiers from the catalogue afterwards (see `lookalike calibrate`)")
+    ] = True,
     backend: BackendOption = None,
     url: UrlOption = None,
     name: NameOption = None,
@@ -128,15 +131,97 @@ def index_command(
             progress=progress,
             checkpoint_every=checkpoint_every,
         )
+        calibrated = (
+            _calibrate_after(catalog) if calibrate and (result.indexed or catalog.calibration() is None) else ""
+        )
     finally:
         catalog.close()
     typer.echo(f"{target.describe()}: {result.summary()}")
+    if calibrated:
+        typer.echo(calibrated)
     for failure in result.failed[:20]:
         typer.echo(f"  skipped {failure.id}: {failure.reason}", err=True)
     if len(result.failed) > 20:
         typer.echo(f"  ... and {len(result.failed) - 20} more (see --report)", err=True)
     if report:
         result.write(report)
+
+
+def _calibrate_after(catalog: Any) -> str:
+    """Calibrate after an ingest; the line to show, saying why not when the catalogue cannot be (too small,
+    unreadable): an index without a calibration still searches, only without tiers."""
+    from lookalike.confidence.calibrate import calibrate
+
+    lines: list[str] = []
+    try:
+        calibrate(catalog, log=lines.append)
+    except LookalikeError as exc:
+        return f"not calibrated: {exc}"
+    return "\n".join(lines)
+
+
+@app.command("calibrate")
+def calibrate_command(
+    index: IndexOption = None,
+    samples: Annotated[int, typer.Option(min=10, max=2000, help="Catalogue photos to alter (x3 copies)")] = 100,
+    seed: Annotated[int, typer.Option(help="Which photos and alterations (repeatable results)")] = 0,
+    colour: Annotated[
+        float | None,
+        typer.Option(min=0, max=1, help="Also keep this as the catalogue's default colour weight (0 = shape only)"),
+    ] = None,
+    as_json: JsonOption = False,
+    backend: BackendOption = None,
+    url: UrlOption = None,
+    name: NameOption = None,
+) -> None:
+    """Learn what scores mean in this catalogue: the thresholds of "same item", "similar" and "no match"."""
+    from lookalike.catalog import open_catalog
+    from lookalike.confidence.calibrate import calibrate
+
+    catalog = open_catalog(_target(index, backend, url, name))
+    try:
+        calibration = calibrate(catalog, samples, seed, log=None if as_json else typer.echo)
+        if colour is not None:
+            catalog.index.write_note("colour", {"weight": colour})
+    finally:
+        catalog.close()
+    if as_json:
+        typer.echo(json.dumps(calibration.to_note(), indent=2))
+
+
+@app.command("duplicates")
+def duplicates_command(
+    index: IndexOption = None,
+    neighbours: Annotated[int, typer.Option(min=1, max=100, help="Neighbours of each item to look at")] = 10,
+    verify: Annotated[
+        bool, typer.Option(help="Confirm candidates by local features (precise; reads every candidate's image)")
+    ] = True,
+    as_json: JsonOption = False,
+    backend: BackendOption = None,
+    url: UrlOption = None,
+    name: NameOption = None,
+) -> None:
+    """List groups of near-identical catalogue images (copies, re-encodes, crops of one photo)."""
+    from lookalike.catalog import open_catalog
+    from lookalike.confidence.duplicates import find_duplicates
+
+    catalog = open_catalog(_target(index, backend, url, name))
+    try:
+        calibration = catalog.calibration()
+        if calibration is None:
+            raise NotCalibratedError(
+                "this index is not calibrated (or was, under other settings): run `lookalike calibrate`"
+            )
+        groups = find_duplicates(catalog.index, calibration, neighbours, verify)
+    finally:
+        catalog.close()
+    if as_json:
+        typer.echo(json.dumps({"groups": [group.to_dict() for group in groups]}, indent=2, ensure_ascii=False))
+        return
+    typer.echo(f"{len(groups)} groups of near-identical images ({sum(len(g.ids) for g in groups)} items)")
+    for group in groups:
+        best = max(score for _, _, score in group.pairs)
+        typer.echo(f"  {len(group.ids)} items, best pair {best:.4f}: {', '.join(group.ids)}")
 
 
 @app.command("search")
@@ -156,6 +241,14 @@ def search_command(
         list[str] | None, typer.Option("--unlike", help="An item's id: less like it (repeatable)")
     ] = None,
     offset: Annotated[int, typer.Option(min=0, max=1000, help="Skip this many results first (the next page)")] = 0,
+    min_tier: Annotated[
+        str | None, typer.Option(help="Only results of this tier or better: similar or same_item")
+    ] = None,
+    dedupe: Annotated[bool, typer.Option(help="Fold near-identical items into one result")] = True,
+    colour: Annotated[
+        float | None,
+        typer.Option(min=0, max=1, help="Colour weight: 0 shape only .. 1 colour dominates [default: the index's]"),
+    ] = None,
     index: IndexOption = None,
     as_json: JsonOption = False,
     backend: BackendOption = None,
@@ -165,10 +258,11 @@ def search_command(
     """Find the k indexed items that look most like QUERY (moved toward --like and away from --unlike)."""
     from lookalike.catalog import open_catalog
     from lookalike.index.filters import parse_expressions
-    from lookalike.search import search_image, search_item, search_steered, search_url
+    from lookalike.search import Shaping, search_image, search_item, search_steered, search_url
 
     conditions = parse_expressions(filter or [])
     steering = {"offset": offset, "positive": like or [], "negative": unlike or []}
+    steering["shaping"] = Shaping(dedupe=dedupe, min_tier=min_tier, colour=colour)
     if query is None and not like:
         raise typer.BadParameter("give a QUERY (image, URL or id), or --like ID")
     catalog = open_catalog(_target(index, backend, url, name))
@@ -191,10 +285,14 @@ def search_command(
         typer.echo(json.dumps(response.to_dict(), indent=2, ensure_ascii=False))
         return
     timing = ", ".join(f"{stage} {ms:.1f} ms" for stage, ms in response.timings_ms.items())
-    typer.echo(f"{len(response.results)} results ({response.model}; {timing})")
+    match = f"match: {response.match}; " if response.match else ""
+    typer.echo(f"{len(response.results)} results ({match}{response.model}; {timing})")
     for rank, result in enumerate(response.results, 1):
         metadata = " ".join(f"{key}={value}" for key, value in result.metadata.items())
-        typer.echo(f"{rank:>3}. {result.score:.4f}  {result.id}  {metadata}  {result.location or ''}".rstrip())
+        tier = f"  {result.tier:<9}" if result.tier else ""
+        copies = f"  (+{len(result.duplicates)} copies: {', '.join(result.duplicates)})" if result.duplicates else ""
+        line = f"{rank:>3}. {result.score:.4f}{tier}  {result.id}  {metadata}  {result.location or ''}".rstrip()
+        typer.echo(line + copies)
 
 
 @app.command("info")

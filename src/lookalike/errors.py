@@ -56,6 +56,10 @@ class NotFoundError(LookalikeError):
     """An item id is not in the index."""
 
 
+class NotCalibratedError(LookalikeError):
+    """The index has no match calibration for its settings (needed by tiers filters and duplicates)."""
+
+
 class BusyError(LookalikeError):
     """The server is at its bound for this kind of work (URL fetches, image decodes): retry shortly (503)."""
 

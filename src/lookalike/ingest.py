@@ -20,6 +20,7 @@ from typing import Any, TypeVar
 import numpy as np
 from tqdm import tqdm
 
+from lookalike import colour
 from lookalike.embed import Embedder
 from lookalike.errors import BackendUnavailableError, LookalikeError
 from lookalike.images import load_image
@@ -77,6 +78,7 @@ class _Prepared:
     item: SourceItem
     pixels: np.ndarray | None = None
     content_hash: str | None = None
+    colour: np.ndarray | None = None
     skipped: bool = False
     error: str | None = None
 
@@ -111,7 +113,7 @@ def ingest(
             return
         vectors = embedder.embed_prepared(np.stack([p.pixels for p in pending]))
         items = [
-            Item(p.item.id, vector, p.item.metadata, p.item.location, p.content_hash)
+            Item(p.item.id, vector, p.item.metadata, p.item.location, p.content_hash, p.colour)
             for p, vector in zip(pending, vectors, strict=True)
         ]
         added = _add_or_skip(index, items, report)
@@ -160,7 +162,7 @@ def _add_or_skip(index: VectorIndex, items: list[Item], report: IngestReport) ->
 
 
 def _preparer(embedder: Embedder, known: dict[str, str | None]) -> Callable[[SourceItem], _Prepared]:
-    """Read, hash, decode and crop one item; runs in worker threads and never raises."""
+    """Read, hash, decode, crop and describe the colour of one item; runs in worker threads and never raises."""
     min_side = embedder.decode_min_side
 
     def prepare(item: SourceItem) -> _Prepared:
@@ -172,7 +174,9 @@ def _preparer(embedder: Embedder, known: dict[str, str | None]) -> Callable[[Sou
             if known.get(item.id) == digest:
                 return _Prepared(item, skipped=True)
             pixels = embedder.prepare(load_image(data, min_side=min_side))
-            return _Prepared(item, pixels, digest)
+            # The colour of the model's own crop (the product on white when focus is on): no second decode,
+            # and a query's colour is taken from its crop the same way.
+            return _Prepared(item, pixels, digest, colour.describe(pixels))
         except LookalikeError as exc:
             return _Prepared(item, error=str(exc))
         except Exception as exc:  # a bug or an odd library error must not end a long run

@@ -24,6 +24,7 @@ STATUS_AND_CODE: list[tuple[type[Exception], int, str]] = [
     (errors.VectorSizeError, 400, "bad_vector"),
     (errors.BackendUnavailableError, 503, "backend_unavailable"),
     (errors.BusyError, 503, "busy"),
+    (errors.NotCalibratedError, 409, "not_calibrated"),
     (errors.IndexError_, 400, "bad_request"),
     (errors.LookalikeError, 400, "bad_request"),
 ]

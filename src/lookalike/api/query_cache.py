@@ -17,6 +17,7 @@ import numpy as np
 class CachedQuery:
     data: bytes
     vector: np.ndarray
+    colour: np.ndarray | None = None
 
 
 class QueryCache:
@@ -31,13 +32,13 @@ class QueryCache:
     def ref_of(data: bytes) -> str:
         return hashlib.blake2b(data, digest_size=12).hexdigest()
 
-    def put(self, data: bytes, vector: np.ndarray) -> str:
+    def put(self, data: bytes, vector: np.ndarray, colour: np.ndarray | None = None) -> str:
         ref = self.ref_of(data)
         with self._lock:
             if ref in self._items:
                 self._items.move_to_end(ref)
                 return ref
-            self._items[ref] = CachedQuery(data, vector)
+            self._items[ref] = CachedQuery(data, vector, colour)
             self._bytes += len(data)
             while self._items and (len(self._items) > self.max_items or self._bytes > self.max_bytes):
                 _, evicted = self._items.popitem(last=False)

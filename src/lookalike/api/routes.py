@@ -6,7 +6,6 @@ import hmac
 import json
 from typing import Annotated, Any
 
-import numpy as np
 from fastapi import APIRouter, Depends, Header, HTTPException, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
@@ -15,7 +14,17 @@ from pydantic import ValidationError
 from starlette.datastructures import UploadFile
 
 from lookalike.api.images import THUMBNAIL_SIZES, image_path, image_response
-from lookalike.api.schemas import MAX_K, Facets, Info, ItemOut, SearchRequest, SearchResponse
+from lookalike.api.schemas import (
+    MAX_K,
+    DuplicateGroup,
+    DuplicatePair,
+    Duplicates,
+    Facets,
+    Info,
+    ItemOut,
+    SearchRequest,
+    SearchResponse,
+)
 from lookalike.api.service import (
     THUMBNAIL_SIZE,
     ServerState,
@@ -26,11 +35,12 @@ from lookalike.api.service import (
     state_of,
 )
 from lookalike.api.uploads import forget_upload, store_upload, upload_path
+from lookalike.confidence.tiers import TIERS
 from lookalike.errors import FilterError, ImageError, LookalikeError, NotFoundError
 from lookalike.images import image_format
 from lookalike.index import Item, validate
 from lookalike.ingest import content_hash
-from lookalike.search import MAX_OFFSET
+from lookalike.search import MAX_OFFSET, EmbeddedQuery, Shaping
 
 router = APIRouter()
 State = Annotated[ServerState, Depends(state_of)]
@@ -49,6 +59,10 @@ SEARCH_BODY = {
                         "k": {"type": "integer", "minimum": 1, "maximum": MAX_K, "default": 10},
                         "filter": {"type": "string", "description": "a JSON object, as in the JSON body"},
                         "min_score": {"type": "number"},
+                        "offset": {"type": "integer", "minimum": 0, "maximum": MAX_OFFSET, "default": 0},
+                        "min_tier": {"type": "string", "enum": list(TIERS)},
+                        "dedupe": {"type": "boolean", "default": True},
+                        "colour": {"type": "number", "minimum": 0, "maximum": 1},
                     },
                 }
             },
@@ -72,7 +86,12 @@ async def search(request: Request, state: State) -> SearchResponse:
         filter = _form_filter(form.get("filter"))
         min_score = _form_float(form.get("min_score"), "min_score")
         offset = _form_int(form.get("offset"), "offset", default=0, low=0, high=MAX_OFFSET)
-        return await run_search(state, "upload", data, k, filter, min_score, offset)
+        shaping = Shaping(
+            dedupe=_form_bool(form.get("dedupe"), "dedupe", True),
+            min_tier=_form_tier(form),
+            colour=_form_float(form.get("colour"), "colour"),
+        )
+        return await run_search(state, "upload", data, k, filter, min_score, offset, shaping=shaping)
     try:
         body = SearchRequest.model_validate_json(await request.body())
     except ValidationError as exc:
@@ -87,12 +106,13 @@ async def search(request: Request, state: State) -> SearchResponse:
         kind, value = "ref", body.ref
     else:
         kind, value = "feedback", None
+    shaping = Shaping(dedupe=body.dedupe, min_tier=body.min_tier, colour=body.colour)
     return await run_search(
-        state, kind, value, body.k, body.filter, body.min_score, body.offset, body.positive, body.negative
+        state, kind, value, body.k, body.filter, body.min_score, body.offset, body.positive, body.negative, shaping
     )
 
 
-SEARCH_FORM_FIELDS = ("image", "k", "filter", "min_score", "offset")
+SEARCH_FORM_FIELDS = ("image", "k", "filter", "min_score", "offset", "min_tier", "dedupe", "colour")
 ITEM_FORM_FIELDS = ("image", "id", "metadata")
 
 
@@ -113,6 +133,24 @@ def _form_int(raw: Any, name: str, default: int, low: int = 1, high: int = MAX_K
     if not low <= value <= high:
         raise LookalikeError(f"{name} must be between {low} and {high}, got {value}")
     return value
+
+
+def _form_bool(raw: Any, name: str, default: bool) -> bool:
+    if raw in (None, ""):
+        return default
+    text = str(raw).lower()
+    if text not in ("true", "false", "1", "0"):
+        raise LookalikeError(f"{name} must be true or false, got {raw!r}")
+    return text in ("true", "1")
+
+
+def _form_tier(form: Any) -> str | None:
+    raw = form.get("min_tier")
+    if raw in (None, ""):
+        return None
+    if str(raw) not in TIERS:
+        raise LookalikeError(f"min_tier must be one of {', '.join(TIERS)}, got {raw!r}")
+    return str(raw)
 
 
 def _form_float(raw: Any, name: str) -> float | None:
@@ -191,6 +229,32 @@ def facets(state: State) -> Facets:
     return Facets(fields=state.catalog.index.facets())
 
 
+@router.get("/api/duplicates", response_model=Duplicates, tags=["items"])
+async def duplicates(
+    state: State,
+    offset: Annotated[int, Query(ge=0)] = 0,
+    limit: Annotated[int, Query(ge=1, le=MAX_K)] = 20,
+) -> Duplicates:
+    """Groups of near-identical catalogue images (copies, re-encodes, crops), largest first, a page at a time.
+    Found once for the catalogue as it is (k-NN of every item, then verification) and remembered until an
+    item is added or removed."""
+    groups = await run_in_threadpool(state.duplicate_groups)
+    page = groups[offset : offset + limit]
+    return Duplicates(
+        groups=[
+            DuplicateGroup(
+                ids=group.ids,
+                thumbnail_urls=[image_path(item_id, THUMBNAIL_SIZE) for item_id in group.ids],
+                pairs=[DuplicatePair(a=a, b=b, score=round(score, 4)) for a, b, score in group.pairs],
+            )
+            for group in page
+        ],
+        total=len(groups),
+        offset=offset,
+        next_offset=offset + limit if offset + limit < len(groups) else None,
+    )
+
+
 @router.get("/api/info", response_model=Info, tags=["search"])
 def info(state: State) -> Info:
     settings = state.catalog.index.settings
@@ -234,8 +298,8 @@ async def add_item(request: Request, state: State) -> ItemOut:
     validate.check_metadata(item_id or "(new)", metadata)  # before the decode: a refused add costs nothing
     check_upload_size(data, state)
     kind = image_format(data).lower()  # a quick header check before anything is decoded or written
-    vector, _ = await embed_query_image(state, data)
-    return await run_in_threadpool(_add_item, state, data, kind, vector, item_id, metadata)
+    query = await embed_query_image(state, data)
+    return await run_in_threadpool(_add_item, state, data, kind, query, item_id, metadata)
 
 
 def _check_item_id(item_id: str) -> str:
@@ -252,14 +316,14 @@ def _check_item_id(item_id: str) -> str:
 
 
 def _add_item(
-    state: ServerState, data: bytes, kind: str, vector: np.ndarray, item_id: str | None, metadata: dict[str, Any]
+    state: ServerState, data: bytes, kind: str, query: EmbeddedQuery, item_id: str | None, metadata: dict[str, Any]
 ) -> ItemOut:
     """Write the item and its file: the index checks the whole item (its contract) before anything is written,
     and the file is kept only once the index took the item (uploads.store_upload)."""
     digest = content_hash(data)
     item_id = item_id or digest
     path = upload_path(state.uploads_dir, item_id, digest, kind)
-    item = Item(item_id, vector, metadata, str(path), digest)
+    item = Item(item_id, query.vector, metadata, str(path), digest, query.colour)
     index = state.catalog.index
     previous = index.get(item_id)
     store_upload(path, data, lambda: index.add([item]))

@@ -10,6 +10,7 @@ from lookalike.feedback import MAX_FEEDBACK
 from lookalike.search import MAX_OFFSET
 
 MAX_K = 100
+TierName = Literal["none", "similar", "same_item"]
 
 
 class SearchRequest(BaseModel):
@@ -32,6 +33,13 @@ class SearchRequest(BaseModel):
     negative: list[Annotated[str, Field(max_length=1024)]] = Field(
         default_factory=list, max_length=MAX_FEEDBACK, description="Ids of items to find less like"
     )
+    min_tier: TierName | None = Field(
+        None, description="Leave out results below this tier: similar (no unrelated items) or same_item"
+    )
+    dedupe: bool = Field(True, description="Fold near-identical items into one result (false: list every copy)")
+    colour: float | None = Field(
+        None, ge=0, le=1, description="How much colour matters: 0 shape only (any colour) to 1 colour dominates"
+    )
 
     @model_validator(mode="after")
     def one_query(self) -> SearchRequest:
@@ -51,6 +59,10 @@ class Result(BaseModel):
     metadata: dict[str, Any]
     image_url: str
     thumbnail_url: str
+    tier: TierName | None = None
+    """How close a match this is, by the catalogue's calibration (None when the index is not calibrated)."""
+    duplicates: list[str] = []
+    """Ids of near-identical items folded into this result."""
 
 
 class QueryInfo(BaseModel):
@@ -63,12 +75,36 @@ class QueryInfo(BaseModel):
 
 class SearchResponse(BaseModel):
     model: str
+    match: TierName | None = None
+    """The best result's tier: same_item (the shop has this very item), similar, or none (no close match)."""
     query: QueryInfo
     took_ms: dict[str, float]
     results: list[Result]
     offset: int = 0
     next_offset: int | None = None
     """Where the next page starts, or None when this page was the last (fewer than k results)."""
+
+
+class DuplicatePair(BaseModel):
+    a: str
+    b: str
+    score: float
+
+
+class DuplicateGroup(BaseModel):
+    ids: list[str]
+    """The items that are one picture, by id."""
+    thumbnail_urls: list[str]
+    pairs: list[DuplicatePair]
+    """The pairs that were found (scores between the two items), best first."""
+
+
+class Duplicates(BaseModel):
+    groups: list[DuplicateGroup]
+    total: int
+    """Groups in the whole catalogue."""
+    offset: int = 0
+    next_offset: int | None = None
 
 
 class ItemOut(BaseModel):

@@ -12,7 +12,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-import numpy as np
 from fastapi import Request
 from fastapi.concurrency import run_in_threadpool
 
@@ -23,9 +22,9 @@ from lookalike.api.query_cache import QueryCache
 from lookalike.api.schemas import QueryInfo, Result, SearchResponse
 from lookalike.catalog import Catalog
 from lookalike.config import Settings
-from lookalike.errors import ImageError, NotFoundError, PayloadTooLargeError
+from lookalike.errors import ImageError, NotCalibratedError, NotFoundError, PayloadTooLargeError
 from lookalike.index import Filter
-from lookalike.search import embed_image_bytes, search_item, search_steered
+from lookalike.search import DEFAULT_SHAPING, EmbeddedQuery, Shaping, embed_query, search_item, search_steered
 from lookalike.sources.fetch import AddressGuard, fetch_bytes
 
 THUMBNAIL_SIZE = 320
@@ -43,6 +42,8 @@ class ServerState:
     guard: AddressGuard = field(default_factory=AddressGuard)
     last_save: float = field(default_factory=time.monotonic)
     save_lock: threading.Lock = field(default_factory=threading.Lock)
+    duplicates_lock: threading.Lock = field(default_factory=threading.Lock)
+    _duplicates: tuple[Any, list[Any]] | None = None
     fetch_slots: Slots = field(init=False)
     decode_slots: Slots = field(init=False)
 
@@ -52,6 +53,22 @@ class ServerState:
         self.fetch_slots = Slots("URL fetches", settings.max_url_fetches, settings.max_waiting, settings.busy_wait)
         decodes = settings.max_decodes or os.cpu_count() or 1
         self.decode_slots = Slots("image decodes", decodes, settings.max_waiting, settings.busy_wait)
+
+    def duplicate_groups(self) -> list[Any]:
+        """The catalogue's near-duplicate groups, found once per state of the index (its item count and its
+        calibration) and shared by every request; one request finds them while the others wait."""
+        from lookalike.confidence.duplicates import find_duplicates
+
+        with self.duplicates_lock:
+            calibration = self.catalog.calibration()
+            if calibration is None:
+                raise NotCalibratedError(
+                    "this index is not calibrated (or was, under other settings): run `lookalike calibrate`"
+                )
+            key = (self.catalog.index.count(), calibration.made)
+            if self._duplicates is None or self._duplicates[0] != key:
+                self._duplicates = (key, find_duplicates(self.catalog.index, calibration))
+            return self._duplicates[1]
 
     def after_write(self) -> None:
         """Save the index if ``settings.save_seconds`` is set and the last save is that old (one writer does
@@ -104,13 +121,13 @@ async def fetch_query_image(state: ServerState, url: str) -> bytes:
         )
 
 
-async def embed_query_image(state: ServerState, data: bytes) -> tuple[np.ndarray, dict[str, float]]:
+async def embed_query_image(state: ServerState, data: bytes) -> EmbeddedQuery:
     """Decode and embed in a decode slot: at most ``max_decodes`` images are in memory at once."""
     check_upload_size(data, state)
     settings = state.settings
     async with state.decode_slots.hold():
         return await run_in_threadpool(
-            embed_image_bytes,
+            embed_query,
             state.catalog,
             data,
             max_pixels=settings.max_pixels,
@@ -130,9 +147,11 @@ async def run_search(
     offset: int = 0,
     positive: Sequence[str] = (),
     negative: Sequence[str] = (),
+    shaping: Shaping = DEFAULT_SHAPING,
 ) -> SearchResponse:
     """One search of any kind; ``value`` is the image bytes, the URL, the item id or the ref (None for
-    ``feedback``: the positives are the query). ``positive``/``negative`` move the query (by id).
+    ``feedback``: the positives are the query). ``positive``/``negative`` move the query (by id);
+    ``shaping`` folds copies and filters by tier.
 
     Each expensive step runs in the thread pool under its own bound (fetch, then decode and embed); the
     index search itself is fast and bounded by the filter limits.
@@ -141,17 +160,21 @@ async def run_search(
     catalog = state.catalog
     query = QueryInfo(type=kind)
     if kind == "id":
-        response = await run_in_threadpool(search_item, catalog, value, k, filter, False, offset, positive, negative)
+        response = await run_in_threadpool(
+            search_item, catalog, value, k, filter, False, offset, positive, negative, shaping
+        )
         query.id, query.image_url = value, image_path(value)
     elif kind == "feedback":
-        response = await run_in_threadpool(search_steered, catalog, None, k, filter, False, offset, positive, negative)
+        response = await run_in_threadpool(
+            search_steered, catalog, None, k, filter, False, offset, positive, negative, (), shaping
+        )
     else:
         timings: dict[str, float] = {}
         if kind == "ref":
             cached = state.queries.get(value)
             if cached is None:
                 raise NotFoundError("this search's photo is no longer on the server; upload it again")
-            data, vector = cached.data, cached.vector
+            data, vector, shade = cached.data, cached.vector, cached.colour
         else:
             if kind == "url":
                 fetch_started = time.perf_counter()
@@ -159,12 +182,13 @@ async def run_search(
                 value = await fetch_query_image(state, value)
                 timings["fetch"] = (time.perf_counter() - fetch_started) * 1000
             data = value
-            vector, embed_timings = await embed_query_image(state, data)
-            timings |= embed_timings
-        query.ref = state.queries.put(data, vector)
+            embedded = await embed_query_image(state, data)
+            vector, shade = embedded.vector, embedded.colour
+            timings |= embedded.timings
+        query.ref = state.queries.put(data, vector, shade)
         query.image_url = f"/api/queries/{query.ref}/image"
         response = await run_in_threadpool(
-            search_steered, catalog, vector, k, filter, False, offset, positive, negative
+            search_steered, catalog, vector, k, filter, False, offset, positive, negative, (), shaping, data, shade
         )
         response.timings_ms = timings | response.timings_ms
     state.metrics.observe_stages(response.timings_ms)
@@ -176,6 +200,8 @@ async def run_search(
             metadata=hit.metadata,
             image_url=image_path(hit.id),
             thumbnail_url=image_path(hit.id, THUMBNAIL_SIZE),
+            tier=hit.tier,
+            duplicates=hit.duplicates,
         )
         for hit in response.results
         if min_score is None or hit.score >= min_score
@@ -184,5 +210,11 @@ async def run_search(
     took["total"] = round((time.perf_counter() - started) * 1000, 3)
     next_offset = offset + k if len(response.results) == k else None
     return SearchResponse(
-        model=response.model, query=query, took_ms=took, results=results, offset=offset, next_offset=next_offset
+        model=response.model,
+        match=response.match,
+        query=query,
+        took_ms=took,
+        results=results,
+        offset=offset,
+        next_offset=next_offset,
     )

@@ -145,6 +145,10 @@ class Item:
     """Where the image lives (path or URL), so a result can be shown."""
     content_hash: str | None = None
     """Hash of the image bytes, so a re-run notices a changed file."""
+    colour: np.ndarray | None = None
+    """A small colour descriptor of the image (``lookalike.colour.describe``: ``validate.COLOUR_SIZE`` floats,
+    a histogram over named colours), kept beside the vector so a query can weigh colour against shape; None
+    for items indexed before colours were (or added without one). The index only stores it."""
 
 
 @dataclass
@@ -156,6 +160,10 @@ class SearchResult:
     distance: float
     metadata: dict[str, Any]
     location: str | None
+    tier: str | None = None
+    """``same_item``, ``similar`` or ``none`` once a calibrated search has judged it (see lookalike.confidence)."""
+    duplicates: list[str] = field(default_factory=list)
+    """Ids of near-identical items folded under this one."""
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -164,6 +172,8 @@ class SearchResult:
             "distance": self.distance,
             "metadata": self.metadata,
             "location": self.location,
+            "tier": self.tier,
+            "duplicates": self.duplicates,
         }
 
 
@@ -201,7 +211,18 @@ class VectorIndex(ABC):
 
     @abstractmethod
     def get(self, id: str, with_vector: bool = False) -> Item | None:
-        """One item by id, or None."""
+        """One item by id, or None (with its colour when it has one; the vector only if asked)."""
+
+    def colours(self, ids: Sequence[str]) -> dict[str, np.ndarray | None]:
+        """id -> stored colour descriptor (None: no colour, or no such item) of each of ``ids``.
+
+        Re-ranking a page of results by colour asks for 50 to 100 ids a query, so backends answer it in one
+        read (one SQL query, one multi-get, one query by ids); this fallback reads item by item."""
+        found = {}
+        for item_id in ids:
+            item = self.get(item_id)
+            found[item_id] = item.colour if item is not None else None
+        return found
 
     @abstractmethod
     def count(self) -> int:

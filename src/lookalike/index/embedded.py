@@ -8,7 +8,7 @@ bitmap of live positions; ``compact`` rebuilds once dead vectors pile up.
 
 Layout of an index directory::
 
-    index.sqlite    meta (settings as JSON) and items(vid, id, location, content_hash, metadata, vector)
+    index.sqlite    meta (settings as JSON) and items(vid, id, location, content_hash, metadata, vector, colour)
     vectors.faiss   IndexIDMap over the search structure; its ids are the items' vids
 
 The search structure follows ``IndexSettings``: float32 ``IndexFlat`` or ``IndexHNSWFlat`` (the defaults), or
@@ -60,13 +60,17 @@ CREATE TABLE IF NOT EXISTS items (
     location TEXT,
     content_hash TEXT,
     metadata TEXT NOT NULL DEFAULT '{}',
-    vector BLOB NOT NULL
+    vector BLOB NOT NULL,
+    colour BLOB
 );
 CREATE TABLE IF NOT EXISTS deleted_vids (seq INTEGER PRIMARY KEY AUTOINCREMENT, vid INTEGER NOT NULL);
 CREATE TRIGGER IF NOT EXISTS items_deleted AFTER DELETE ON items BEGIN
     INSERT INTO deleted_vids (vid) VALUES (old.vid);
 END;
 """
+COLOUR_COLUMN = "ALTER TABLE items ADD COLUMN colour BLOB"
+"""Indexes made before colour descriptors lack the column; opening one for writing adds it (instant in SQLite:
+old rows read NULL, no row is rewritten). Read-only, it is left as it is and every colour reads None."""
 NOTE_PREFIX, NOTE_PREFIX_END = "note:", "note;"
 """Notes live in ``meta`` under ``note:NAME`` (``;`` follows ``:``, so the two bound a range scan)."""
 TOMBSTONES_KEPT = 100_000
@@ -172,6 +176,7 @@ class EmbeddedIndex(VectorIndex):
         self.path = path
         self.settings = settings
         self._db = connection
+        self._colour_column = _has_colour_column(connection)
         self._lock = threading.RLock()
         self._faiss: faiss.Index
         self._faiss_owner: faiss.Index | None  # the checkpoint's IndexIDMap2, which owns self._faiss
@@ -221,6 +226,7 @@ class EmbeddedIndex(VectorIndex):
         row = connection.execute("SELECT value FROM meta WHERE key = 'settings'").fetchone()
         if row is None:
             raise IndexError_(f"{path / SQLITE_NAME} has no settings: not a lookalike index")
+        _add_colour_column(connection)
         index = cls(path, connection, IndexSettings(**json.loads(row[0])))
         index._use_mmap = mmap
         with index._snapshot():
@@ -312,8 +318,11 @@ class EmbeddedIndex(VectorIndex):
     def add(self, items: Sequence[Item]) -> None:
         if not items:
             return
-        vectors, metadata = validate.check_items(items, self.settings.dim, self.settings.metric)
+        vectors, metadata, colours = validate.check_items(items, self.settings.dim, self.settings.metric)
         ids = [item.id for item in items]
+        # An old index opened read-only has no colour column; the insert then fails as any write would there.
+        columns = ("id", "location", "content_hash", "metadata", "vector", "colour")[: 6 if self._colour_column else 5]
+        insert = f"INSERT INTO items ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))}) RETURNING vid"
         with self._lock:
             with self._db:
                 self._db.execute("BEGIN IMMEDIATE")  # the write lock first, so no one commits between
@@ -323,17 +332,17 @@ class EmbeddedIndex(VectorIndex):
                     self._db.executemany("DELETE FROM items WHERE id = ?", [(i,) for i in ids])
                 new_vids = [
                     self._db.execute(
-                        "INSERT INTO items (id, location, content_hash, metadata, vector) VALUES (?, ?, ?, ?, ?)"
-                        " RETURNING vid",
+                        insert,
                         (
                             item.id,
                             item.location,
                             item.content_hash,
                             text,
                             vector.tobytes(),
-                        ),
+                            None if colour is None else colour.tobytes(),
+                        )[: len(columns)],
                     ).fetchone()[0]
-                    for item, text, vector in zip(items, metadata, vectors, strict=True)
+                    for item, text, vector, colour in zip(items, metadata, vectors, colours, strict=True)
                 ]
             if replaced:
                 self._flush_pending()
@@ -647,16 +656,32 @@ class EmbeddedIndex(VectorIndex):
     def get(self, id: str, with_vector: bool = False) -> Item | None:
         with self._lock:
             row = self._db.execute(
-                "SELECT id, vector, metadata, location, content_hash FROM items WHERE id = ?", (id,)
+                f"SELECT id, vector, metadata, location, content_hash, {self._colour()} FROM items WHERE id = ?", (id,)
             ).fetchone()
         if row is None:
             return None
         return self._item(row, with_vector)
 
     def _item(self, row: tuple[Any, ...], with_vector: bool) -> Item:
-        item_id, blob, metadata, location, content_hash = row
+        item_id, blob, metadata, location, content_hash, colour = row
         vector = self._from_blob(blob).copy() if with_vector else None
-        return Item(item_id, vector, json.loads(metadata), location, content_hash)
+        return Item(item_id, vector, json.loads(metadata), location, content_hash, _colour_of(colour))
+
+    def _colour(self) -> str:
+        """The colour column to select (NULL in an old index opened read-only, which has none)."""
+        return "colour" if self._colour_column else "NULL"
+
+    def colours(self, ids: Sequence[str]) -> dict[str, np.ndarray | None]:
+        ids = list(ids)
+        found: dict[str, np.ndarray | None] = dict.fromkeys(ids)
+        with self._lock:
+            for start in range(0, len(ids), 500):
+                chunk = ids[start : start + 500]
+                rows = self._db.execute(
+                    f"SELECT id, {self._colour()} FROM items WHERE id IN ({','.join('?' * len(chunk))})", chunk
+                ).fetchall()
+                found.update((item_id, _colour_of(blob)) for item_id, blob in rows)
+        return found
 
     def count(self) -> int:
         with self._lock:
@@ -671,8 +696,8 @@ class EmbeddedIndex(VectorIndex):
         while True:
             with self._lock:
                 rows = self._db.execute(
-                    "SELECT vid, id, vector, metadata, location, content_hash FROM items WHERE vid > ? "
-                    "ORDER BY vid LIMIT ?",
+                    f"SELECT vid, id, vector, metadata, location, content_hash, {self._colour()} FROM items "
+                    "WHERE vid > ? ORDER BY vid LIMIT ?",
                     (last, batch_size),
                 ).fetchall()
             if not rows:
@@ -952,6 +977,28 @@ class EmbeddedIndex(VectorIndex):
         if newest is not None and newest - oldest >= 2 * TOMBSTONES_KEPT:
             with self._db:
                 self._db.execute("DELETE FROM deleted_vids WHERE seq <= ?", (newest - TOMBSTONES_KEPT,))
+
+
+def _has_colour_column(connection: sqlite3.Connection) -> bool:
+    return any(row[1] == "colour" for row in connection.execute("PRAGMA table_info(items)"))
+
+
+def _add_colour_column(connection: sqlite3.Connection) -> None:
+    """Give an index made before colour descriptors its column, if it can be written (see COLOUR_COLUMN)."""
+    if _has_colour_column(connection):
+        return
+    try:
+        with connection:
+            connection.execute("BEGIN IMMEDIATE")  # two processes opening one old index: one adds it
+            if not _has_colour_column(connection):
+                connection.execute(COLOUR_COLUMN)
+    except sqlite3.OperationalError as error:
+        if "readonly" not in str(error) and "read-only" not in str(error):
+            raise
+
+
+def _colour_of(blob: bytes | None) -> np.ndarray | None:
+    return None if blob is None else np.frombuffer(blob, dtype=np.float32).copy()
 
 
 def _connect(path: Path) -> sqlite3.Connection:

@@ -7,6 +7,8 @@ Collection layout::
     location      VARCHAR(65535)                "" stands for None (Milvus 2.3 has no nullable fields)
     content_hash  VARCHAR(65535)                "" stands for None
     metadata      JSON                          filters compile to expressions on it: metadata["label"] == "Dress"
+    colour        JSON                          {"h": [12 floats]}, or {} for none (2.3 refuses a bare JSON array);
+                                                collections made before colours lack it and read None colours
 
 The index settings (with the embedding descriptor) are stored as JSON in the collection's description, so
 :meth:`MilvusIndex.open` recovers them.
@@ -114,6 +116,7 @@ class MilvusIndex(VectorIndex):
         self._lock = threading.Lock()
         self._dirty = False
         self._closed = False
+        self._has_colour = any(field.name == "colour" for field in collection.schema.fields)
 
     # ----------------------------------------------------------------------------------- opening
     @classmethod
@@ -148,6 +151,7 @@ class MilvusIndex(VectorIndex):
                         FieldSchema("location", DataType.VARCHAR, max_length=MAX_TEXT_BYTES),
                         FieldSchema("content_hash", DataType.VARCHAR, max_length=MAX_TEXT_BYTES),
                         FieldSchema("metadata", DataType.JSON),
+                        FieldSchema("colour", DataType.JSON),
                     ],
                     description=description,
                     enable_dynamic_field=False,
@@ -222,14 +226,19 @@ class MilvusIndex(VectorIndex):
     def _validated_rows(self, items: Sequence[Item]) -> list[tuple[Any, ...]]:
         """The shared contract's checks (lookalike.index.validate), then Milvus's own JSON-size limit, before
         anything is written, so a bad batch changes nothing."""
-        vectors, texts = validate.check_items(items, self.settings.dim, self.settings.metric)
+        vectors, texts, colours = validate.check_items(items, self.settings.dim, self.settings.metric)
         metadata = [json.loads(text) for text in texts]
         for item, meta in zip(items, metadata, strict=True):
             if len(_encode_json(meta)) > MAX_METADATA_BYTES:
                 raise IndexError_(f"item {item.id!r} has more than {MAX_METADATA_BYTES} bytes of metadata (as JSON)")
-        return [
+        rows = [
             (item.id, vector, item.location or "", item.content_hash or "", meta)
             for item, vector, meta in zip(items, vectors.tolist(), metadata, strict=True)
+        ]
+        if not self._has_colour:  # a collection made before colours: they are not kept
+            return rows
+        return [
+            (*row, {} if colour is None else {"h": colour.tolist()}) for row, colour in zip(rows, colours, strict=True)
         ]
 
     def delete(self, ids: Iterable[str]) -> int:
@@ -348,10 +357,24 @@ class MilvusIndex(VectorIndex):
         if not _storable_id(id):
             return None
         self._check_open()
-        fields = ["location", "content_hash", "metadata"] + (["vector"] if with_vector else [])
         with _errors("reading an item"):
-            rows = self._fetch([id], fields)
+            rows = self._fetch([id], self._item_fields(with_vector))
         return _item(rows[0], with_vector) if rows else None
+
+    def _item_fields(self, with_vector: bool) -> list[str]:
+        colour = ["colour"] if self._has_colour else []
+        return ["location", "content_hash", "metadata", *colour] + (["vector"] if with_vector else [])
+
+    def colours(self, ids: Sequence[str]) -> dict[str, np.ndarray | None]:
+        """One query by ids (per 1,000) for the colour field alone."""
+        ids = list(ids)
+        found: dict[str, np.ndarray | None] = dict.fromkeys(ids)
+        wanted = [item_id for item_id in dict.fromkeys(ids) if _storable_id(item_id)]
+        self._check_open()
+        if self._has_colour and wanted:
+            with _errors("reading colours"):
+                found.update((row["item_id"], _colour(row.get("colour"))) for row in self._fetch(wanted, ["colour"]))
+        return found
 
     def count(self) -> int:
         self._check_open()
@@ -374,8 +397,7 @@ class MilvusIndex(VectorIndex):
         if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
             raise IndexError_(f"batch_size must be a positive integer, got {batch_size!r}")
         self._check_open()
-        fields = ["location", "content_hash", "metadata"] + (["vector"] if with_vectors else [])
-        pages = self._pages("", fields, min(batch_size, MAX_TOPK))
+        pages = self._pages("", self._item_fields(with_vectors), min(batch_size, MAX_TOPK))
         while True:
             with _errors("reading items"):
                 rows = next(pages, None)
@@ -694,6 +716,12 @@ def _metadata(value: Any) -> dict[str, Any]:
     return {}
 
 
+def _colour(value: Any) -> np.ndarray | None:
+    """A stored colour ({"h": [...]}; {} or a missing field for none) as float32."""
+    histogram = _metadata(value).get("h")
+    return None if histogram is None else np.asarray(histogram, dtype=np.float32)
+
+
 def _item(row: dict[str, Any], with_vector: bool) -> Item:
     vector = np.asarray(row["vector"], dtype=np.float32) if with_vector else None
     return Item(
@@ -702,6 +730,7 @@ def _item(row: dict[str, Any], with_vector: bool) -> Item:
         _metadata(row.get("metadata")),
         row.get("location") or None,
         row.get("content_hash") or None,
+        _colour(row.get("colour")),
     )
 
 
@@ -709,7 +738,7 @@ def _batches(rows: list[tuple[Any, ...]], dim: int) -> Iterator[list[tuple[Any, 
     batch: list[tuple[Any, ...]] = []
     size = 0
     for row in rows:
-        row_size = 4 * dim + len(row[0]) + len(row[2]) + len(row[3]) + len(_encode_json(row[4]))
+        row_size = 4 * dim + len(row[0]) + len(row[2]) + len(row[3]) + sum(len(_encode_json(j)) for j in row[4:])
         if batch and size + row_size > WRITE_BATCH_BYTES:
             yield batch
             batch, size = [], 0

@@ -2,7 +2,8 @@
 
 Each item is one document whose ``_id`` is the item id::
 
-    {"item_id": id, "vector": [floats], "vector_norm": |vector|, "metadata": {...}, "location": .., "content_hash": ..}
+    {"item_id": id, "vector": [floats], "vector_norm": |vector|, "metadata": {...}, "location": .., "content_hash": ..,
+     "colour": [12 floats] (absent without one)}
 
 The index's settings (dimension, metric, HNSW parameters, the model descriptor) live in the mapping's ``_meta``,
 so :meth:`OpenSearchIndex.open` needs nothing but the index name.
@@ -91,6 +92,8 @@ BULK_BYTES = 8 * 1024 * 1024
 PIT_KEEP_ALIVE = "5m"
 COSINE_SCRIPT = "1.0 + cosineSimilarity(params.query_value, doc[params.field])"
 META_FORMAT = 1
+COLOUR_MAPPING = {"type": "float", "index": False, "doc_values": False}
+"""The colour descriptor is only read back (by id, to re-rank), never searched: kept in ``_source`` alone."""
 URL_OPTIONS = {"verify_certs", "ca_certs", "aws_region", "aws_service", "timeout", "engine"}
 _NUMBER_TYPES = ("double", "float", "half_float", "scaled_float", "long", "integer", "short", "byte", "unsigned_long")
 _FAMILIES = {
@@ -224,6 +227,7 @@ class OpenSearchIndex(VectorIndex):
         self._serverless = config.aws_service == "aoss" and config.aws_region is not None
         self._stale = False  # written since the last refresh
         self._types: dict[str, str] | None = None  # metadata field -> mapped type, from the mapping
+        self._colour_mapped = True  # the mapping declares "colour" (indexes made before colours do not)
         self._bulk_depth = 0
         self._dropped = False
 
@@ -280,6 +284,7 @@ class OpenSearchIndex(VectorIndex):
             settings = IndexSettings(**{key: value for key, value in meta["settings"].items() if key in known})
             index = cls(connection, name, settings, meta.get("engine", "faiss"), config, owns)
         index._types = _metadata_types(mappings)
+        index._colour_mapped = "colour" in mappings.get("properties", {})
         return index
 
     @classmethod
@@ -300,21 +305,27 @@ class OpenSearchIndex(VectorIndex):
     def add(self, items: Sequence[Item]) -> None:
         if not items:
             return
-        vectors, texts = validate.check_items(items, self.settings.dim, self.settings.metric)
+        vectors, texts, colours = validate.check_items(items, self.settings.dim, self.settings.metric)
         metadata = [json.loads(text) for text in texts]
         actions: list[dict[str, Any]] = []
-        for item, meta, vector in zip(items, metadata, vectors, strict=True):
+        for item, meta, vector, colour in zip(items, metadata, vectors, colours, strict=True):
             actions.append({"index": {"_id": item.id}})
-            actions.append(
-                {
-                    "item_id": item.id,
-                    "vector": vector.tolist(),
-                    "vector_norm": float(np.linalg.norm(vector)),
-                    "metadata": meta,
-                    "location": item.location,
-                    "content_hash": item.content_hash,
-                }
-            )
+            document = {
+                "item_id": item.id,
+                "vector": vector.tolist(),
+                "vector_norm": float(np.linalg.norm(vector)),
+                "metadata": meta,
+                "location": item.location,
+                "content_hash": item.content_hash,
+            }
+            if colour is not None:
+                document["colour"] = colour.tolist()
+            actions.append(document)
+        if not self._colour_mapped and any(colour is not None for colour in colours):
+            # An index made before colours: declare the field first, or dynamic mapping would index it.
+            body = {"properties": {"colour": COLOUR_MAPPING}}
+            self._call("add the colour field", self.client.indices.put_mapping, index=self.name, body=body)
+            self._colour_mapped = True
         per_request = 2 * max(1, BULK_BYTES // (20 * self.settings.dim + 1024))
         for start in range(0, len(actions), per_request):
             self._stale = True
@@ -444,7 +455,29 @@ class OpenSearchIndex(VectorIndex):
         vector = None
         if with_vector and source.get("vector") is not None:
             vector = _original_length(np.asarray(source["vector"], dtype=np.float32), source.get("vector_norm"))
-        return Item(item_id, vector, source.get("metadata") or {}, source.get("location"), source.get("content_hash"))
+        return Item(
+            item_id,
+            vector,
+            source.get("metadata") or {},
+            source.get("location"),
+            source.get("content_hash"),
+            _colour_of(source),
+        )
+
+    def colours(self, ids: Sequence[str]) -> dict[str, np.ndarray | None]:
+        """One multi-get (per 1,000 ids) of the colour field alone."""
+        ids = list(ids)
+        found: dict[str, np.ndarray | None] = dict.fromkeys(ids)
+        wanted = [item_id for item_id in dict.fromkeys(ids) if _possible_id(item_id)]
+        for start in range(0, len(wanted), 1000):
+            body = {"ids": wanted[start : start + 1000]}
+            response = self._call(
+                "read colours", self.client.mget, index=self.name, body=body, _source_includes="colour"
+            )
+            for doc in response.get("docs", []):
+                if doc.get("found"):
+                    found[doc["_id"]] = _colour_of(doc.get("_source", {}))
+        return found
 
     def count(self) -> int:
         self._refresh_if_stale()
@@ -622,6 +655,7 @@ def index_body(settings: IndexSettings, engine: Engine) -> dict[str, Any]:
                     },
                 },
                 "vector_norm": {"type": "float", "index": False, "doc_values": False},
+                "colour": COLOUR_MAPPING,
                 "item_id": {"type": "keyword"},
                 "location": {"type": "keyword", "index": False},
                 "content_hash": {"type": "keyword"},
@@ -686,6 +720,11 @@ def _original_length(vector: np.ndarray, norm: float | None) -> np.ndarray:
     if norm is None or length == 0 or abs(length - norm) <= 1e-6 * max(norm, 1.0):
         return vector
     return (vector * np.float32(norm / length)).astype(np.float32)
+
+
+def _colour_of(source: Mapping[str, Any]) -> np.ndarray | None:
+    colour = source.get("colour")
+    return None if colour is None else np.asarray(colour, dtype=np.float32)
 
 
 def _possible_id(value: Any) -> bool:

@@ -37,6 +37,9 @@ MAX_NOTE_BYTES = 65_536
 ``_meta``, both read on every open, so a note is a small record (a calibration), never a data set."""
 NOTE_NAME = re.compile(r"[a-z][a-z0-9_]{0,63}")
 """Note names are identifiers: they become a Milvus property key and an OpenSearch ``_meta`` key."""
+COLOUR_SIZE = 12
+"""Floats in an item's colour descriptor (``lookalike.colour.COLOUR_NAMES``; the index stores it and knows
+no more of it, as it knows no model)."""
 INT64_MIN, INT64_MAX = filters.INT64_MIN, filters.INT64_MAX
 """SQLite, OpenSearch's ``long`` and Milvus's JSON store integers as signed 64-bit; -2**63 is left out, as
 filters must leave it out (Milvus cannot parse it as a literal), so that every stored integer can be found."""
@@ -67,6 +70,24 @@ def check_vector(item_id: str, vector: Any, dim: int, metric: str) -> np.ndarray
         raise VectorSizeError(f"item {item_id!r} has a vector with NaN or infinite values (or beyond float32)")
     if metric == "cosine" and not array.any():
         raise VectorSizeError(f"item {item_id!r} has a zero vector, which has no direction to compare by cosine")
+    return array
+
+
+def check_colour(item_id: str, colour: Any) -> np.ndarray | None:
+    """An item's colour descriptor as :data:`COLOUR_SIZE` float32 values, finite and non-negative (a
+    histogram), or None for an item without one."""
+    if colour is None:
+        return None
+    try:
+        array = np.asarray(colour, dtype=np.float32).reshape(-1)
+    except (TypeError, ValueError) as error:
+        raise IndexError_(f"item {item_id!r} has a colour that is not a list of numbers: {error}") from None
+    if array.shape[0] != COLOUR_SIZE:
+        raise IndexError_(f"item {item_id!r} has a colour of {array.shape[0]} values; a colour has {COLOUR_SIZE}")
+    if not np.isfinite(array).all():
+        raise IndexError_(f"item {item_id!r} has a colour with NaN or infinite values")
+    if (array < 0).any():
+        raise IndexError_(f"item {item_id!r} has a colour with negative values (it is a histogram)")
     return array
 
 
@@ -126,10 +147,11 @@ def check_note(name: Any, value: Any) -> str | None:
     return text
 
 
-def check_items(items: Sequence[Any], dim: int, metric: str) -> tuple[np.ndarray, list[str]]:
-    """Every item of one add, checked before anything is written: (vectors, metadata JSON texts)."""
+def check_items(items: Sequence[Any], dim: int, metric: str) -> tuple[np.ndarray, list[str], list[np.ndarray | None]]:
+    """Every item of one add, checked before anything is written: (vectors, metadata JSON texts, colours)."""
     vectors = np.empty((len(items), dim), dtype=np.float32)
     texts: list[str] = []
+    colours: list[np.ndarray | None] = []
     seen: set[str] = set()
     for row, item in enumerate(items):
         item_id = check_id(item.id)
@@ -140,7 +162,8 @@ def check_items(items: Sequence[Any], dim: int, metric: str) -> tuple[np.ndarray
         texts.append(check_metadata(item_id, item.metadata))
         check_text(item_id, item.location, "location")
         check_text(item_id, item.content_hash, "content_hash")
-    return vectors, texts
+        colours.append(check_colour(item_id, item.colour))
+    return vectors, texts, colours
 
 
 def _check_json_value(owner: str, root: dict[str, Any], what: str = "metadata") -> None:
