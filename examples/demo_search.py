@@ -24,8 +24,11 @@ def main() -> None:
     response = search_image(catalog, query.read(), k=args.k)
     timings = ", ".join(f"{stage} {ms:.1f} ms" for stage, ms in response.timings_ms.items())
     print(f"\nquery: {query.location} (label {args.label})\nmodel {response.model}; {timings}")
+    print(f"match: {response.match}")  # same_item: the catalogue holds this very photo
     for rank, result in enumerate(response.results, 1):
-        print(f"{rank:>2}. score {result.score:.3f}  {result.metadata.get('label', ''):<12} {result.location}")
+        tier = result.tier or ""
+        label = result.metadata.get("label", "")
+        print(f"{rank:>2}. score {result.score:.3f}  {tier:<9}  {label:<12} {result.location}")
     same = sum(r.metadata.get("label") == args.label for r in response.results)
     print(f"{same} of {len(response.results)} results are labelled {args.label}.")
     catalog.close()

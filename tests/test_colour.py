@@ -108,9 +108,10 @@ def test_rerank_keeps_the_order_at_weight_0_and_orders_by_colour_at_1() -> None:
     by_colour = colour.rerank(results, red, colours, 1.0)
     assert [hit.id for hit in by_colour] == ["red-a", "red-b", "blue-a", "blue-b"]  # ties keep their order
     assert [hit.score for hit in by_colour] == [0.8, 0.6, 0.9, 0.7]  # scores are reported as they were
-    # half and half: red-a 0.4 + 0.5 beats blue-a 0.45 + 0
-    assert [hit.id for hit in colour.rerank(results, red, colours, 0.5)] == ["red-a", "red-b", "blue-a", "blue-b"]
-    # a little colour only breaks near ties: red-a 0.76 + 0.05 stays below blue-a 0.855
+    # half and half, on the scaled terms (shape 1, 2/3, 1/3, 0; colour 0 or 1): red-a 1/3 + 1/2 beats blue-a's
+    # 1/2, which ties red-b's 0 + 1/2 and keeps its place before it
+    assert [hit.id for hit in colour.rerank(results, red, colours, 0.5)] == ["red-a", "blue-a", "red-b", "blue-b"]
+    # a little colour only breaks near ties: red-a 0.63 + 0.05 stays below blue-a 0.95
     assert [hit.id for hit in colour.rerank(results, red, colours, 0.05)] == ["blue-a", "red-a", "blue-b", "red-b"]
 
 

@@ -473,6 +473,19 @@ def adapt_command(
         gain=gain,
     )
     typer.echo(json.dumps(report.to_dict(), indent=2) if as_json else report.summary())
+    from lookalike.catalog import open_catalog
+
+    try:  # every score moved: learn their meaning again
+        catalog = open_catalog(_target(index, backend, url, name))
+    except LookalikeError as exc:
+        calibrated = f"not calibrated: {exc}"
+    else:
+        try:
+            calibrated = _calibrate_after(catalog)
+        finally:
+            catalog.close()
+    if not as_json:
+        typer.echo(calibrated)
 
 
 @app.command("serve")

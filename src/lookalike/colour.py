@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Mapping, Sequence
-from typing import Any, Protocol, TypeVar
+from typing import Protocol, TypeVar
 
 import numpy as np
 from PIL import Image
@@ -138,23 +138,35 @@ R = TypeVar("R", bound=Scored)
 
 
 def rerank(results: Sequence[R], query: np.ndarray, colours: Mapping[str, np.ndarray | None], weight: float) -> list[R]:
-    """``results`` re-ordered by ``(1 - weight) * score + weight * similarity(query, colour)``, best first.
+    """``results`` re-ordered by ``(1 - weight) * shape + weight * colour``, best first, where ``shape`` is
+    the score and ``colour`` the similarity to ``query``, each scaled to 0..1 over these results.
 
+    The scaling makes the weight a dial rather than a switch: within a page of neighbours scores span a few
+    hundredths while colour similarities span 0 to 1, so unscaled even 0.25 would hand the order to colour.
     ``weight`` 0 keeps the order (shape only), 1 orders by colour alone. A result without a stored colour
-    (indexed before colours were, or added without one) is ranked by its score alone. Scores are left as
-    they are: the answer reports the model's similarity, and only the order says how colour weighed in.
+    (indexed before colours were, or added without one) is ranked by its shape term alone. Scores are left
+    as they are: the answer reports the model's similarity, and only the order says how colour weighed in.
     Ties keep their original order (a stable sort)."""
     weight = float(weight)
     if weight <= 0 or not results:
         return list(results)
+    shape = _unit_range([float(result.score) for result in results])
+    shades = [colours.get(result.id) for result in results]
+    known = [n for n, shade in enumerate(shades) if shade is not None]
+    likeness = _unit_range([similarity(query, shades[n]) for n in known])  # type: ignore[arg-type]
+    blended = list(shape)
+    for n, value in zip(known, likeness, strict=True):
+        blended[n] = (1.0 - weight) * shape[n] + weight * value
+    order = sorted(range(len(results)), key=lambda n: blended[n], reverse=True)
+    return [results[n] for n in order]
 
-    def blended(result: Any) -> float:
-        colour = colours.get(result.id)
-        if colour is None:
-            return float(result.score)
-        return (1.0 - weight) * float(result.score) + weight * similarity(query, colour)
 
-    return sorted(results, key=blended, reverse=True)
+def _unit_range(values: list[float]) -> list[float]:
+    """``values`` scaled to 0..1 (all 1 when they are equal)."""
+    if not values:
+        return []
+    low, high = min(values), max(values)
+    return [1.0] * len(values) if high <= low else [(value - low) / (high - low) for value in values]
 
 
 def _small_rgb(image: Image.Image | np.ndarray) -> np.ndarray:

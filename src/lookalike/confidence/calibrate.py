@@ -29,6 +29,7 @@ from lookalike.catalog import Catalog
 from lookalike.confidence import verify
 from lookalike.confidence.alterations import KINDS, altered
 from lookalike.confidence.fold import pairwise_scores, vectors_of
+from lookalike.confidence.judge import VERIFIED
 from lookalike.confidence.outside import out_of_domain
 from lookalike.confidence.tiers import NOTE, Calibration, settings_digest
 from lookalike.errors import LookalikeError
@@ -43,8 +44,6 @@ FALSE_NONE = 0.02
 OOD_NONE = 0.95
 CANDIDATES = 6
 """Results read per calibration query (enough to find the next distinct one)."""
-VERIFIED = 3
-"""Results per query a geometric check may look at."""
 MIN_INLIERS = 15
 MIN_ITEMS = 10
 MAX_PIXELS = 40_000_000

@@ -15,7 +15,8 @@ from lookalike.errors import LookalikeError, NotCalibratedError
 from lookalike.index.base import SearchResult, VectorIndex
 
 VERIFIED = 3
-"""At most this many results a query are checked geometrically (~10 ms each, only in the ambiguous band)."""
+"""At most this many results a query are checked geometrically (3-9 ms each, only in the ambiguous band).
+Two instead of three was measured too: copies found fell from 98.6 % to 98.1 % for 30 % less time."""
 
 
 def judge(

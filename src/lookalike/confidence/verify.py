@@ -19,12 +19,15 @@ from PIL import Image
 from lookalike.errors import LookalikeError
 from lookalike.images import DEFAULT_MAX_BYTES, load_image
 
-FEATURES = 1000
+FEATURES = 500
 SHORT_SIDE = 400
 """Images are downscaled to this shorter side first: features of a 3,000 px photo are no better, only slower."""
 RATIO = 0.8
 RANSAC_PIXELS = 5.0
 MIN_MATCHES = 8
+MIRROR_UNLESS = 100
+"""The mirror image is matched too unless the picture as it is already has this many agreeing inliers (more
+than any calibration has asked for: a copy as it is needs no second look)."""
 THUMB = 64
 """Pixels on the shorter side of the picture kept for the agreement check: one size for every image, so a
 half-size copy compares at the same resolution as its original."""
@@ -105,7 +108,9 @@ def inliers(a: Features, b: Features, agreement: float = AGREEMENT) -> int:
     """Matches of ``a`` (or of its mirror image, when it has one) and ``b`` consistent with one homography
     under which the two pictures agree at least ``agreement`` (0 when they do not)."""
     found = _inliers(a, b, agreement)
-    return max(found, _inliers(a.mirror, b, agreement)) if a.mirror is not None else found
+    if a.mirror is None or found >= MIRROR_UNLESS:
+        return found
+    return max(found, _inliers(a.mirror, b, agreement))
 
 
 def _inliers(a: Features, b: Features, agreement: float) -> int:
@@ -170,7 +175,8 @@ def features_of_location(location: str | None, mirrored: bool = False) -> Featur
 
 @lru_cache(maxsize=1024)
 def _features_of_file(path: str, mtime_ns: int, size: int, mirrored: bool) -> Features | None:
-    """At most ~40 KB each (1,000 keypoints): the cache holds ~40 MB at most; a changed file is a new key."""
+    """About 40 KB each (500 keypoints and a 64 px thumbnail, twice that with the mirror image): the cache holds
+    40-80 MB at most; a changed file is a new key."""
     try:
         return features_of_bytes(Path(path).read_bytes(), mirrored)
     except (OSError, LookalikeError):
