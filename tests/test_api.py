@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import io
 import json
+import re
 import socket
 import struct
 import threading
@@ -346,6 +347,15 @@ def test_json_base64_plain_and_as_data_url(client: TestClient, query_photo: byte
     assert result_ids(plain) == result_ids(data_url) == result_ids(upload(client, query_photo, k="3"))
     assert result_ids(plain)[0] == QUERY_ID
     assert plain.json()["query"]["ref"] == upload(client, query_photo).json()["query"]["ref"]  # a ref is the hash
+    import base64 as codec
+
+    wrapped = codec.encodebytes(query_photo).decode()  # MIME base64: a line break every 76 characters
+    assert "\n" in wrapped
+    assert result_ids(client.post("/api/search", json={"image_base64": wrapped, "k": 3})) == result_ids(plain)
+    reference = client.post("/postImage", json={"base64img": wrapped, "k": 3})
+    assert reference.status_code == 200 and len(reference.json()["images"]) == 3
+    refused = client.post("/api/search", json={"image_base64": wrapped.replace("\n", "*", 1)})
+    assert refused.status_code == 400 and "not valid base64" in refused.text
 
 
 def test_search_by_id_leaves_the_item_out(client: TestClient) -> None:
@@ -644,11 +654,21 @@ def test_metrics_count_requests_and_time_each_stage(client: TestClient, query_ph
     for stage in ("decode", "embed", "search"):
         assert f'lookalike_stage_seconds_count{{stage="{stage}"}}' in text
     assert "lookalike_request_seconds_bucket" in text
+    client.get("/static/app.js")
+    client.get("/no/such/page")
+    text = client.get("/metrics").text
+    assert 'route="/static",status="200"' in text  # static files under their mount, not "unmatched"
+    assert 'route="unmatched",status="404"' in text
 
 
 def test_docs_and_openapi_document_both_search_bodies(client: TestClient) -> None:
     docs = client.get("/docs")
     assert docs.status_code == 200 and "text/html" in docs.headers["content-type"]
+    for page in (docs.text, client.get("/redoc").text):  # no CDN: the files come from the package
+        files = re.findall(r'(?:src|href)="([^"]+)"', page)  # scripts, styles, icon
+        assert files and all(name.startswith("/static-offline-docs/") for name in files), files
+        assert all(client.get(name).status_code == 200 for name in files)
+        assert "cdn.jsdelivr" not in page and "unpkg" not in page
     schema = client.get("/openapi.json").json()
     body = schema["paths"]["/api/search"]["post"]["requestBody"]
     assert {"application/json", "multipart/form-data"} <= set(body["content"])
@@ -830,6 +850,13 @@ def test_cors_origins_are_configurable(catalog: Catalog, workdir: Path) -> None:
         assert refused.status_code >= 400 and "access-control-allow-origin" not in refused.headers
         simple = restricted.get("/api/facets", headers={"Origin": "http://example.com"})
         assert simple.status_code == 200 and "access-control-allow-origin" not in simple.headers
+        private = {"Access-Control-Request-Private-Network": "true", **PREFLIGHT}
+        allowed = restricted.options("/postImage", headers={"Origin": "http://shop.example", **private})
+        assert allowed.headers["access-control-allow-private-network"] == "true"
+        refused = restricted.options("/postImage", headers={"Origin": "http://example.com", **private})
+        assert "access-control-allow-private-network" not in refused.headers  # only where CORS says yes
+        plain = restricted.options("/postImage", headers={"Origin": "http://shop.example", **PREFLIGHT})
+        assert "access-control-allow-private-network" not in plain.headers  # only when asked
 
 
 # ------------------------------------------------------------------------------------------------ reference design

@@ -120,3 +120,14 @@ def test_quantized_structure_options_reach_the_index(run, photo_folder, tmp_path
     result = run("index", str(photo_folder), "--index", str(tmp_path / "bad"), "--rerank-encoding", "pq")
     assert result.returncode == 1 and "rerank_encoding must be one of none, fp16, sq8" in result.stderr
     assert not (tmp_path / "bad" / "index.sqlite").exists()
+
+
+def test_the_cli_and_the_api_share_one_limit_on_k_and_offset() -> None:
+    import typer
+
+    from lookalike.cli import app
+    from lookalike.search import MAX_K, MAX_OFFSET
+
+    search = typer.main.get_command(app).commands["search"]  # type: ignore[attr-defined]
+    limits = {param.name: param.max for param in search.params if param.name in ("k", "offset")}
+    assert limits == {"k": MAX_K, "offset": MAX_OFFSET}

@@ -229,7 +229,7 @@ def search_command(
     query: Annotated[
         str | None, typer.Argument(help="Image file, http(s) URL, or the id of an indexed item (optional with --like)")
     ] = None,
-    k: Annotated[int, typer.Option("-k", "--k", min=1, max=1000, help="How many results")] = 5,
+    k: Annotated[int, typer.Option("-k", "--k", min=1, max=100, help="How many results (at most 100, as the API)")] = 5,
     filter: Annotated[
         list[str] | None,
         typer.Option("--filter", "-f", help="Metadata filter: label=Dress, label=Dress,Skirt, price>=10 (repeatable)"),
@@ -240,7 +240,7 @@ def search_command(
     unlike: Annotated[
         list[str] | None, typer.Option("--unlike", help="An item's id: less like it (repeatable)")
     ] = None,
-    offset: Annotated[int, typer.Option(min=0, max=1000, help="Skip this many results first (the next page)")] = 0,
+    offset: Annotated[int, typer.Option(min=0, max=1000, help="Skip this many results first (at most 1000)")] = 0,
     min_tier: Annotated[
         str | None, typer.Option(help="Only results of this tier or better: similar or same_item")
     ] = None,

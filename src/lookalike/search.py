@@ -138,6 +138,8 @@ def embed_query(
 COLOUR_POOL = 2
 """Colour re-orders the nearest ``COLOUR_POOL * (offset + k)`` items: a wider pool lets colour pull in items
 of another kind (measured: with 2 x k, same-label precision stays within 0.05 at colour 1; docs/benchmarks.md)."""
+MAX_K = 100
+"""The most results one search returns, on every face (API, CLI): deeper pages come with ``offset``."""
 MAX_OFFSET = 1000
 """How far past the first results a search may page (offset + k items are searched for)."""
 

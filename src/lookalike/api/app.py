@@ -10,11 +10,13 @@ from fastapi import FastAPI, HTTPException, Request
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import FileResponse
 from fastapi.staticfiles import StaticFiles
+from fastapi_offline import FastAPIOffline
 
 import lookalike
 from lookalike.api import reference, routes
 from lookalike.api.errors import install_error_handlers
 from lookalike.api.limits import BodySizeLimit, RateLimit
+from lookalike.api.private_network import PrivateNetworkAccess
 from lookalike.api.query_cache import QueryCache
 from lookalike.api.service import ServerState
 from lookalike.api.uploads import sweep_uploads
@@ -25,10 +27,24 @@ from lookalike.sources.fetch import AddressGuard
 STATIC_DIR = Path(__file__).resolve().parent.parent / "web" / "static"
 
 
+MOUNTS = ("/static-offline-docs", "/static")
+"""Where whole folders are served: one label each in the metrics, not one per file (nor "unmatched")."""
+
+
+def route_label(request: Request) -> str:
+    """The route template a request matched (``/api/items/{item_id:path}``), the mount it fell under, or
+    ``unmatched``: a bounded set of labels whatever paths clients send."""
+    route = request.scope.get("route")
+    if route is not None:
+        return str(getattr(route, "path", "unmatched"))
+    path = request.url.path
+    return next((mount for mount in MOUNTS if path == mount or path.startswith(mount + "/")), "unmatched")
+
+
 def create_app(catalog: Catalog, settings: Settings | None = None, uploads_dir: Path | None = None) -> FastAPI:
     """An app serving ``catalog``; ``settings`` default to the ``LOOKALIKE_*`` environment."""
     settings = settings or get_settings()
-    app = FastAPI(
+    app = FastAPIOffline(  # /docs and /redoc from files in the package, not a CDN
         title="lookalike",
         version=lookalike.__version__,
         description="Visual search for product images: send a photo, get the k most similar catalogue items.",
@@ -50,8 +66,7 @@ def create_app(catalog: Catalog, settings: Settings | None = None, uploads_dir: 
     async def count_requests(request: Request, call_next):  # type: ignore[no-untyped-def]
         started = time.perf_counter()
         response = await call_next(request)
-        route = request.scope.get("route")
-        name = getattr(route, "path", "unmatched")
+        name = route_label(request)
         metrics = app.state.lookalike.metrics
         metrics.requests.labels(request.method, name, str(response.status_code)).inc()
         metrics.request_seconds.labels(name).observe(time.perf_counter() - started)
@@ -69,6 +84,7 @@ def create_app(catalog: Catalog, settings: Settings | None = None, uploads_dir: 
             on_limited=app.state.lookalike.metrics.rate_limited.inc,
         )
     app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["*"], allow_headers=["*"])
+    app.add_middleware(PrivateNetworkAccess)  # outside CORS: it answers the preflights CORS allowed
     if STATIC_DIR.is_dir():
         app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
 

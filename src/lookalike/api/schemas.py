@@ -7,9 +7,8 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from lookalike.feedback import MAX_FEEDBACK
-from lookalike.search import MAX_OFFSET
+from lookalike.search import MAX_K, MAX_OFFSET
 
-MAX_K = 100
 TierName = Literal["none", "similar", "same_item"]
 
 

@@ -88,11 +88,13 @@ def state_of(request: Request) -> ServerState:
 
 
 def decode_base64(text: str) -> bytes:
-    """Base64 (optionally a ``data:image/...;base64,`` URL) to bytes, with a clear error."""
+    """Base64 (optionally a ``data:image/...;base64,`` URL) to bytes, with a clear error. Line breaks and
+    spaces are allowed, as the reference design's ``b64decode`` allows them (MIME base64 wraps at 76);
+    anything else outside the alphabet is refused."""
     if text.startswith("data:"):
         text = text.partition(",")[2]
     try:
-        return base64.b64decode(text, validate=True)
+        return base64.b64decode("".join(text.split()), validate=True)
     except (binascii.Error, ValueError) as exc:
         raise ImageError(f"the image is not valid base64: {exc}") from None
 
