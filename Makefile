@@ -1,7 +1,8 @@
 # lookalike: `make demo` indexes the demo catalogue and runs a search; `make test` runs the whole suite.
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
-INDEX  ?= .lookalike/demo-index
+INDEX  ?= .lookalike/index
+# The default index of every lookalike command, so the README's commands work on the demo as written.
 STAMP  := $(VENV)/.installed-stamp
 
 .PHONY: install demo test lint bench bench-quick bench-api bench-attacks fuzz soak clean

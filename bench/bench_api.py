@@ -5,7 +5,7 @@
 3. Sustained load: locust, headless, at increasing target rates; reports the highest rate held for the
    whole run with zero errors.
 
-    python bench/bench_api.py [--quick] [--index .lookalike/demo-index] [--seconds 30]
+    python bench/bench_api.py [--quick] [--index .lookalike/index] [--seconds 30]
 """
 
 from __future__ import annotations
@@ -124,7 +124,7 @@ def locust_run(base: str, photo_paths: list[str], rate: float, seconds: int, use
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--index", default=".lookalike/demo-index")
+    parser.add_argument("--index", default=".lookalike/index")
     parser.add_argument("--quick", action="store_true", help="shorter load runs (10 s)")
     parser.add_argument("--seconds", type=int, default=30)
     parser.add_argument("--threads", type=int, default=1, help="ONNX Runtime threads per query in the server")

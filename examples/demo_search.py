@@ -14,7 +14,7 @@ from lookalike.sources.datasets import clothing_dataset
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--index", default=".lookalike/demo-index")
+    parser.add_argument("--index", default=".lookalike/index")
     parser.add_argument("--label", default="Dress", help="search with the first catalogue photo of this label")
     parser.add_argument("-k", type=int, default=8)
     args = parser.parse_args()

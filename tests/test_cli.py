@@ -76,6 +76,7 @@ def test_index_search_info_delete_eval(run, photo_folder: Path, tmp_path: Path) 
         (("search", "x.jpg", "--index", "{tmp}/absent"), "lookalike index"),
         (("info", "--index", "{tmp}/absent"), "no index"),
         (("index", "{tmp}/no-such-folder", "--index", "{tmp}/i"), "no-such-folder"),
+        (("index", "{tmp}", "--index", "{tmp}/i", "--no-progress"), "holds no images"),  # an empty folder says so
     ],
 )
 def test_errors_are_one_line_and_exit_non_zero(run, tmp_path, args, message) -> None:
@@ -83,6 +84,22 @@ def test_errors_are_one_line_and_exit_non_zero(run, tmp_path, args, message) -> 
     assert result.returncode == 1
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error:") and message in lines[0]
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("search", "x.jpg", "-k", "0"), "Invalid value for '-k'"),
+        (("search", "x.jpg", "-k", "101"), "Invalid value for '-k'"),
+        (("nosuch",), "No such command 'nosuch'"),
+        (("search",), "give a QUERY"),
+    ],
+)
+def test_usage_errors_are_one_line_too(run, args, message) -> None:
+    result = run(*args)
+    assert result.returncode == 2 and result.stdout == ""
+    assert result.stderr.count("\n") == 1 and result.stderr.startswith("error: ") and message in result.stderr
+    assert "--help" in result.stderr
 
 
 def test_search_errors_name_the_problem(run, photo_folder, tmp_path) -> None:
@@ -105,6 +122,9 @@ def test_search_errors_name_the_problem(run, photo_folder, tmp_path) -> None:
 
 
 def test_models_lists_the_registry(run) -> None:
+    lines = run("models").stdout.splitlines()
+    starts = {line.index(line.split()[1]) for line in lines}
+    assert len(starts) == 1, lines  # the descriptions start in one column
     result = run("models")
     assert result.returncode == 0 and "efficientnet-lite0" in result.stdout and "resnet50" in result.stdout
 

@@ -136,6 +136,8 @@ def index_command(
         )
     finally:
         catalog.close()
+    if result.total == 0:
+        raise SourceError(f"{source} holds no images: nothing was indexed (a folder is searched recursively)")
     typer.echo(f"{target.describe()}: {result.summary()}")
     if calibrated:
         typer.echo(calibrated)
@@ -609,19 +611,35 @@ def models_command() -> None:
     """The models lookalike can use."""
     from lookalike.embed import MODELS
 
+    width = max(map(len, MODELS)) + 2
     for name, description in MODELS.items():
-        typer.echo(f"{name:<20} {description}")
+        typer.echo(f"{name:<{width}}{description}")
 
 
 def main() -> None:
+    try:  # typer 0.26+ carries its own click; older ones use click itself
+        from typer._click.exceptions import UsageError
+    except ImportError:
+        from click.exceptions import UsageError
+
     try:
-        app()
+        code = app(standalone_mode=False)
+    except UsageError as exc:  # one line, as every other error (not click's framed box)
+        if not exc.format_message():  # no arguments at all: the help was shown, nothing went wrong
+            sys.exit(0)
+        command = exc.ctx.command_path if exc.ctx else "lookalike"
+        typer.echo(f"error: {exc.format_message()} (see {command} --help)", err=True)
+        sys.exit(2)
+    except typer.Abort:
+        typer.echo("interrupted", err=True)
+        sys.exit(130)
     except LookalikeError as exc:
         typer.echo(f"error: {exc}", err=True)
         sys.exit(1)
     except KeyboardInterrupt:
         typer.echo("interrupted; what was indexed so far is kept (re-run to resume)", err=True)
         sys.exit(130)
+    sys.exit(code if isinstance(code, int) else 0)
 
 
 if __name__ == "__main__":
