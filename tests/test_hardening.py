@@ -8,6 +8,7 @@ The memory and /health-latency figures under real attacks are in test_attacks.py
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import threading
 import time
@@ -429,14 +430,41 @@ def test_serve_trusts_forwarded_headers_only_from_configured_proxies(
     monkeypatch.setattr("lookalike.catalog.open_catalog", lambda target: catalog)
     monkeypatch.setattr(Catalog, "close", lambda self: None)
     runner = CliRunner()
-    for environment, expected in ((None, (False, None)), ('["10.0.0.5"]', (True, "10.0.0.5"))):
-        if environment is None:
-            monkeypatch.delenv("LOOKALIKE_TRUSTED_PROXIES", raising=False)
-        else:
-            monkeypatch.setenv("LOOKALIKE_TRUSTED_PROXIES", environment)
-        result = runner.invoke(cli.app, ["serve", "--index", str(workdir / "index")])
-        assert result.exit_code == 0, result.output
-        assert (calls[-1]["proxy_headers"], calls[-1]["forwarded_allow_ips"]) == expected
+    monkeypatch.delenv("LOOKALIKE_TRUSTED_PROXIES", raising=False)
+    result = runner.invoke(cli.app, ["serve", "--index", str(workdir / "index"), "--root-path", "/Prod/"])
+    assert result.exit_code == 0, result.output
+    # uvicorn's own forwarded handling (which trusts 127.0.0.1) stays off: the app does it, for its proxies
+    assert (calls[-1]["proxy_headers"], calls[-1]["root_path"]) == (False, "/Prod")
+
+
+@pytest.mark.parametrize("trusted", [["testclient"], []])
+def test_forwarded_host_prefix_and_address_count_only_from_trusted_proxies(
+    catalog: Catalog, workdir: Path, trusted: list[str]
+) -> None:
+    """TestClient connects from "testclient": trusted, the links follow X-Forwarded-Host/-Prefix/-Proto and the
+    rate limit sees X-Forwarded-For; untrusted, all of them are ignored."""
+    from conftest import make_photo
+
+    body = {"base64img": base64.b64encode(make_photo(1)).decode(), "k": 1}
+    forwarded = {
+        "X-Forwarded-Host": "shop.example",
+        "X-Forwarded-Prefix": "/Prod",
+        "X-Forwarded-Proto": "https",
+        "X-Forwarded-For": "203.0.113.9",
+    }
+    app = create_app(catalog, settings(workdir, trusted_proxies=trusted, rate_limit="1/minute", rate_burst=2))
+    with TestClient(app) as client:
+        link = client.post("/postImage", json=body, headers=forwarded).json()["images"][0]
+        docs = client.get("/docs", headers=forwarded).text
+        again = client.post("/postImage", json=body, headers={**forwarded, "X-Forwarded-For": "203.0.113.10"})
+    if trusted:
+        assert link.startswith("https://shop.example/Prod/api/images/")
+        assert "/Prod/static-offline-docs/swagger-ui-bundle.js" in docs and "/Prod/openapi.json" in docs
+        assert again.status_code == 200  # another forwarded client: its own rate-limit bucket
+    else:
+        assert link.startswith("http://testserver/api/images/")
+        assert "/Prod" not in docs
+        assert again.status_code == 429  # the same (real) client, whatever the header says
 
 
 # ------------------------------------------------------------------------------------- fuzzing inputs

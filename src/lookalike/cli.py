@@ -496,6 +496,9 @@ def serve_command(
     host: Annotated[str, typer.Option(help="Address to listen on")] = "127.0.0.1",
     port: Annotated[int, typer.Option(min=1, max=65535)] = 8000,
     log_level: Annotated[str, typer.Option(help="uvicorn log level")] = "info",
+    root_path: Annotated[
+        str, typer.Option(help="The path prefix a proxy or API-gateway stage serves this under (/Prod)")
+    ] = "",
     backend: BackendOption = None,
     url: UrlOption = None,
     name: NameOption = None,
@@ -513,17 +516,16 @@ def serve_command(
     catalog = open_catalog(_target(index, backend, url, name))
     typer.echo(f"serving {catalog.index.count()} items ({catalog.embedder.name}) on http://{host}:{port}/")
     try:
-        # X-Forwarded-For/-Proto only from the configured proxies: uvicorn's default trusts 127.0.0.1, so any
-        # local client (or one behind a proxy that passes the header on) could pick its address for the rate
-        # limit by sending the header.
-        proxies = ",".join(settings.trusted_proxies)
+        # X-Forwarded-* only from the configured proxies, and by the app itself (api/forwarded.py), which
+        # must see the proxy's address before X-Forwarded-For replaces it: uvicorn's own handling (which
+        # trusts 127.0.0.1 by default, so any local client could pick its address for the rate limit) is off.
         uvicorn.run(
             create_app(catalog, settings),
             host=host,
             port=port,
             log_level=log_level,
-            proxy_headers=bool(proxies),
-            forwarded_allow_ips=proxies or None,
+            proxy_headers=False,
+            root_path=root_path.rstrip("/"),
         )
     finally:
         catalog.close()

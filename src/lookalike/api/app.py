@@ -15,6 +15,7 @@ from fastapi_offline import FastAPIOffline
 import lookalike
 from lookalike.api import reference, routes
 from lookalike.api.errors import install_error_handlers
+from lookalike.api.forwarded import ForwardedHostAndPrefix
 from lookalike.api.limits import BodySizeLimit, RateLimit
 from lookalike.api.private_network import PrivateNetworkAccess
 from lookalike.api.query_cache import QueryCache
@@ -85,6 +86,8 @@ def create_app(catalog: Catalog, settings: Settings | None = None, uploads_dir: 
         )
     app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["*"], allow_headers=["*"])
     app.add_middleware(PrivateNetworkAccess)  # outside CORS: it answers the preflights CORS allowed
+    if settings.trusted_proxies:  # outermost: it must see the proxy's own address (see api/forwarded.py)
+        app.add_middleware(ForwardedHostAndPrefix, trusted=settings.trusted_proxies)
     if STATIC_DIR.is_dir():
         app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
 
