@@ -382,12 +382,46 @@ def test_search_by_ref_repeats_an_upload(client: TestClient) -> None:
 
 
 def test_an_expired_ref_asks_for_the_photo_again(catalog: Catalog, workdir: Path, unchanged) -> None:
-    with TestClient(create_app(catalog, settings(workdir, query_cache=1))) as forgetful:
+    with TestClient(create_app(catalog, settings(workdir, query_cache=1, query_store_bytes=0))) as forgetful:
         old = upload(forgetful, make_photo(501)).json()["query"]["ref"]
         upload(forgetful, make_photo(502))  # pushes the first out of a one-item cache
         assert_error(forgetful.post("/api/search", json={"ref": old}), 404, "not_found", "upload it again")
         assert_error(forgetful.get(f"/api/queries/{old}/image"), 404, "not_found", "upload it again")
         unchanged(forgetful)
+
+
+def test_a_shared_link_outlives_a_restart_within_the_disk_limits(catalog: Catalog, workdir: Path) -> None:
+    import os
+    import time
+
+    from lookalike.api.query_store import QueryStore
+
+    folder = workdir / "restart"
+    limits = {"query_cache": 1, "query_store_bytes": 10 * 1024 * 1024, "query_store_days": 30.0}
+    photo = make_photo(601)
+    with TestClient(create_app(catalog, settings(workdir, **limits), uploads_dir=folder / "u")) as before:
+        first = upload(before, photo).json()
+    store = before.app.state.lookalike.queries.store
+    assert isinstance(store, QueryStore) and store.get(first["query"]["ref"]) == photo
+    with TestClient(create_app(catalog, settings(workdir, **limits), uploads_dir=folder / "u")) as after:
+        again = after.post("/api/search", json={"ref": first["query"]["ref"], "k": 3})  # a new process
+        assert again.status_code == 200 and result_ids(again) == [r["id"] for r in first["results"][:3]]
+        assert after.get(f"/api/queries/{first['query']['ref']}/image").content == photo
+        assert after.get("/api/queries/..%2f..%2fsecret/image").status_code == 404  # a ref, or nothing
+    # the limits: past its age a query is gone; past the size the oldest go first
+    path = store.folder / f"{first['query']['ref']}.query"
+    old = time.time() - 31 * 86400
+    os.utime(path, (old, old))
+    assert store.get(first["query"]["ref"]) is None and not path.exists()
+    small = QueryStore(workdir / "small-store", max_bytes=2 * len(photo) + 10, max_days=30)
+    refs = [f"{n:024x}" for n in range(3)]
+    for n, ref in enumerate(refs):
+        small.put(ref, photo)
+        stamp = time.time() - 100 + n  # in the order written
+        os.utime(small.folder / f"{ref}.query", (stamp, stamp))
+    small.put(f"{9:024x}", photo)
+    assert [small.get(ref) is not None for ref in refs] == [False, False, True]
+    assert small.get("../../etc/passwd") is None
 
 
 def test_search_by_url_from_an_allowed_server(client: TestClient, server: Server) -> None:

@@ -79,6 +79,11 @@ class Settings(BaseSettings):
     built on it instead of on the request's Host header, which any client can set."""
     query_cache: int = 256
     """Uploaded query images kept (in memory) so their searches can be repeated and shared by URL."""
+    query_store_bytes: int = 512 * 1024 * 1024
+    """Disk kept for query images behind that cache (``<index>/queries/``), so a shared link outlives a restart:
+    the oldest go first past this size (0: no disk store)."""
+    query_store_days: float = 30.0
+    """How long a query image stays on disk since it was last searched with."""
     rate_limit: str | None = None
     """Requests per client address, e.g. "30/s" or "600/min" (a token bucket each); unset: no limit."""
     rate_burst: int | None = None

@@ -19,6 +19,7 @@ from lookalike.api.forwarded import ForwardedHostAndPrefix
 from lookalike.api.limits import BodySizeLimit, RateLimit
 from lookalike.api.private_network import PrivateNetworkAccess
 from lookalike.api.query_cache import QueryCache
+from lookalike.api.query_store import QueryStore
 from lookalike.api.service import ServerState
 from lookalike.api.uploads import sweep_uploads
 from lookalike.catalog import Catalog
@@ -55,7 +56,14 @@ def create_app(catalog: Catalog, settings: Settings | None = None, uploads_dir: 
         catalog=catalog,
         settings=settings,
         uploads_dir=uploads_dir or (Path(index_path) / "uploads" if index_path else settings.cache / "uploads"),
-        queries=QueryCache(max_items=settings.query_cache),
+        queries=QueryCache(
+            max_items=settings.query_cache,
+            store=QueryStore(
+                Path(index_path) / "queries" if index_path else settings.cache / "queries",
+                settings.query_store_bytes,
+                settings.query_store_days,
+            ),
+        ),
         guard=AddressGuard(allow=settings.url_allow),
     )
     sweep_uploads(app.state.lookalike)

@@ -1,6 +1,8 @@
 """Recent uploaded query images, kept so a search by upload can be repeated from a shared page URL.
 
 Bounded by count and bytes; a ref is the hash of the image, so the same photo always gets the same ref.
+Behind it a :class:`~lookalike.api.query_store.QueryStore` keeps the bytes on disk, so a ref outlives this
+cache and the process: a query found only there comes back without a vector, to be embedded again.
 """
 
 from __future__ import annotations
@@ -12,18 +14,24 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from lookalike.api.query_store import QueryStore
+
 
 @dataclass
 class CachedQuery:
     data: bytes
-    vector: np.ndarray
+    vector: np.ndarray | None
+    """None when the query came back from disk: embed ``data`` again."""
     colour: np.ndarray | None = None
 
 
 class QueryCache:
-    def __init__(self, max_items: int = 256, max_bytes: int = 256 * 1024 * 1024) -> None:
+    def __init__(
+        self, max_items: int = 256, max_bytes: int = 256 * 1024 * 1024, store: QueryStore | None = None
+    ) -> None:
         self.max_items = max_items
         self.max_bytes = max_bytes
+        self.store = store
         self._items: OrderedDict[str, CachedQuery] = OrderedDict()
         self._bytes = 0
         self._lock = threading.Lock()
@@ -34,6 +42,8 @@ class QueryCache:
 
     def put(self, data: bytes, vector: np.ndarray, colour: np.ndarray | None = None) -> str:
         ref = self.ref_of(data)
+        if self.store is not None:
+            self.store.put(ref, data)
         with self._lock:
             if ref in self._items:
                 self._items.move_to_end(ref)
@@ -50,4 +60,6 @@ class QueryCache:
             found = self._items.get(ref)
             if found is not None:
                 self._items.move_to_end(ref)
-            return found
+                return found
+        data = self.store.get(ref) if self.store is not None else None
+        return CachedQuery(data, None) if data is not None and self.ref_of(data) == ref else None

@@ -177,6 +177,10 @@ async def run_search(
             if cached is None:
                 raise NotFoundError("this search's photo is no longer on the server; upload it again")
             data, vector, shade = cached.data, cached.vector, cached.colour
+            if vector is None:  # kept on disk only (an older or restarted server's query): embed it again
+                embedded = await embed_query_image(state, data)
+                vector, shade = embedded.vector, embedded.colour
+                timings |= embedded.timings
         else:
             if kind == "url":
                 fetch_started = time.perf_counter()
