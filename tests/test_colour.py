@@ -165,7 +165,8 @@ def test_a_search_weighs_colour_as_asked_on_every_face(tmp_path, lite0) -> None:
         for name, fill in fills.items():
             for seed in range(2):
                 query = embed_query(catalog, shape_photo(shape, fill, seed))
-                items.append(Item(f"{shape}-{name}-{seed}", query.vector, {"colour": name}, None, None, query.colour))
+                metadata = {"colour": name, "shape": shape}
+                items.append(Item(f"{shape}-{name}-{seed}", query.vector, metadata, None, None, query.colour))
     catalog.index.add(items)
     photo = shape_photo("ellipse", fills["red"], 9)
     by_colour = search_image(catalog, photo, k=6, shaping=Shaping(colour=1.0))
@@ -175,6 +176,14 @@ def test_a_search_weighs_colour_as_asked_on_every_face(tmp_path, lite0) -> None:
     assert [hit.id for hit in by_shape.results] == order
     with pytest.raises(LookalikeError, match="colour must be a number from 0 to 1"):
         Shaping(colour=1.5)
+    from lookalike.evaluate.colour_weight import TOLERANCE, WEIGHTS, tune_colour_weight
+
+    tuned = tune_colour_weight(catalog, "shape")  # the most colour that keeps same-shape precision
+    precision = {float(weight): tuned["measured"][str(weight)]["precision@10"] for weight in WEIGHTS}
+    assert tuned["weight"] in WEIGHTS and precision[tuned["weight"]] >= precision[0.0] - TOLERANCE
+    assert all(precision[weight] < precision[0.0] - TOLERANCE for weight in WEIGHTS if weight > tuned["weight"])
+    with pytest.raises(LookalikeError, match="labelled items"):
+        tune_colour_weight(catalog, "no_such_field")
     catalog.index.write_note("colour", {"weight": 1.0})  # the catalogue's default
     catalog.forget_calibration()
     assert [hit.id for hit in search_image(catalog, photo, k=6).results] == [hit.id for hit in by_colour.results]

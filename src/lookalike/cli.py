@@ -171,6 +171,10 @@ def calibrate_command(
         float | None,
         typer.Option(min=0, max=1, help="Also keep this as the catalogue's default colour weight (0 = shape only)"),
     ] = None,
+    colour_from: Annotated[
+        str | None,
+        typer.Option(help="Tune the default colour weight on this label field (the most that keeps its precision)"),
+    ] = None,
     as_json: JsonOption = False,
     backend: BackendOption = None,
     url: UrlOption = None,
@@ -182,13 +186,24 @@ def calibrate_command(
 
     catalog = open_catalog(_target(index, backend, url, name))
     try:
+        if colour is not None and colour_from is not None:
+            raise typer.BadParameter("give --colour (a weight) or --colour-from (a label field to tune it on)")
         calibration = calibrate(catalog, samples, seed, log=None if as_json else typer.echo)
-        if colour is not None:
-            catalog.index.write_note("colour", {"weight": colour})
+        note: dict[str, Any] | None = {"weight": colour} if colour is not None else None
+        if colour_from is not None:
+            from lookalike.evaluate.colour_weight import tune_colour_weight
+
+            note = tune_colour_weight(catalog, colour_from, seed=seed)
+            if not as_json:
+                typer.echo(
+                    f"colour weight {note['weight']:g} by default (tuned on {colour_from!r}: {note['measured']})"
+                )
+        if note is not None:
+            catalog.index.write_note("colour", note)
     finally:
         catalog.close()
     if as_json:
-        typer.echo(json.dumps(calibration.to_note(), indent=2))
+        typer.echo(json.dumps(calibration.to_note() | ({"colour": note} if note else {}), indent=2))
 
 
 @app.command("duplicates")
