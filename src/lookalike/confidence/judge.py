@@ -35,7 +35,7 @@ def judge(
             raise NotCalibratedError("min_tier needs a calibrated index: run `lookalike calibrate` first")
         return list(results), None
     floor = tier_rank(min_tier) if min_tier is not None else 0
-    verifying = calibration.inliers > 0 and verify.available()
+    verifying = calibration.inliers > 0  # OpenCV is imported (~40 ms, once) only when a check is due
     hits = list(results)
     if dedupe and len(hits) > 1:
         vectors = vectors_of(index, [hit.id for hit in hits])
@@ -57,6 +57,8 @@ def judge(
 
 def same_picture(a: SearchResult, b: SearchResult, calibration: Calibration) -> bool:
     """Whether two catalogue items are one picture by geometric verification of their local files."""
+    if not verify.available():
+        return False
     mine, theirs = verify.features_of_location(a.location, mirrored=True), verify.features_of_location(b.location)
     if mine is None or theirs is None:
         return False
@@ -67,9 +69,9 @@ def _verify(hits: list[SearchResult], tiers: list[Tier], calibration: Calibratio
     """The positions among the leading results that geometric verification shows are the query's picture.
     Only local catalogue files are read: a search never fetches a remote catalogue image."""
     query: verify.Features | None = None
-    passed = []
+    passed: list[int] = []
     for position, (hit, tier) in enumerate(zip(hits[:VERIFIED], tiers, strict=False)):
-        if not calibration.needs_verification(hit.score, tier):
+        if not calibration.needs_verification(hit.score, tier) or not verify.available():
             continue
         candidate = verify.features_of_location(hit.location)
         if candidate is None:

@@ -58,8 +58,9 @@ class Features:
     the most common alteration of a product photo there is."""
 
 
+@lru_cache(maxsize=1)
 def available() -> bool:
-    """Whether OpenCV is installed (without it, tiers rest on scores alone)."""
+    """Whether OpenCV is installed (without it, tiers rest on scores alone); asked once."""
     try:
         _cv2()
     except ImportError:
