@@ -37,7 +37,7 @@ from lookalike.catalog import open_or_create_catalog
 from lookalike.evaluate.duplicates import TRANSFORMS
 from lookalike.images import load_image
 from lookalike.ingest import ingest
-from lookalike.search import embed_image_bytes
+from lookalike.search import embed_query
 from lookalike.sources.datasets import clothing_dataset
 
 HELD_OUT = 0.1
@@ -125,7 +125,7 @@ def main() -> None:
         position = {item_id: n for n, item_id in enumerate(ids)}
 
         def best(data: bytes) -> tuple[int, float, float]:
-            vector, _ = embed_image_bytes(catalog, data)
+            vector = embed_query(catalog, data).vector
             vector = vector / np.linalg.norm(vector)
             scores = matrix @ vector
             order = np.argsort(-scores)[:2]

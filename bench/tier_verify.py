@@ -31,7 +31,7 @@ from lookalike.catalog import open_or_create_catalog
 from lookalike.evaluate.duplicates import TRANSFORMS
 from lookalike.images import load_image
 from lookalike.ingest import ingest
-from lookalike.search import embed_image_bytes
+from lookalike.search import embed_query
 from lookalike.sources.datasets import clothing_dataset
 
 CHECKED = ("crop80", "rotate10", "jpeg30")
@@ -77,7 +77,7 @@ def main() -> None:
         matrix /= np.linalg.norm(matrix, axis=1, keepdims=True)
 
         def check(kind: str, transform: str | None, query: bytes, original: str | None) -> None:
-            vector, _ = embed_image_bytes(catalog, query)
+            vector = embed_query(catalog, query).vector
             top = int(np.argmax(matrix @ (vector / np.linalg.norm(vector))))
             started = time.perf_counter()
             inliers = geometric_inliers(cv2, query, by_id[ids[top]].read())

@@ -95,19 +95,6 @@ class EmbeddedQuery:
     timings: dict[str, float]
 
 
-def embed_image_bytes(
-    catalog: Catalog,
-    data: bytes,
-    max_pixels: int = DEFAULT_MAX_PIXELS,
-    max_bytes: int = DEFAULT_MAX_BYTES,
-    max_decode_bytes: int = DEFAULT_MAX_DECODE_BYTES,
-    max_decode_seconds: float = DEFAULT_MAX_DECODE_SECONDS,
-) -> tuple[np.ndarray, dict[str, float]]:
-    """Decode and embed one query image; returns the vector and the decode/embed timings."""
-    query = embed_query(catalog, data, max_pixels, max_bytes, max_decode_bytes, max_decode_seconds)
-    return query.vector, query.timings
-
-
 def embed_query(
     catalog: Catalog,
     data: bytes,

@@ -182,9 +182,9 @@ def _row(
 
 
 def _query(catalog: Catalog, image: bytes, original: str | None, verifying: bool) -> _Row:
-    from lookalike.search import embed_image_bytes
+    from lookalike.search import embed_query
 
-    vector, _ = embed_image_bytes(catalog, image)
+    vector = embed_query(catalog, image).vector
     return _row(catalog, vector, image, original, None, verifying)
 
 
