@@ -18,6 +18,7 @@ from PIL import Image
 from lookalike.errors import SourceError
 from lookalike.sources import ClothingSource, clothing_dataset, find_clothing_dataset, open_source
 from lookalike.sources import datasets as datasets_module
+from lookalike.sources.datasets import SAMPLE_DIR, sample_clothing_dataset
 
 ROWS = [
     ("0a1b2c3d-0000-4000-8000-000000000001", "124", "T-Shirt", "False"),
@@ -213,7 +214,7 @@ def test_download_uses_lookalike_cache_env(isolated: Path, archive_server: Archi
 def test_failing_download_names_url_and_leaves_no_debris(isolated: Path, archive_server: ArchiveServer) -> None:
     url = f"{archive_server.base}/gone.zip"
     with pytest.raises(SourceError, match=rf"{re.escape(url)}.*404.*LOOKALIKE_DATA"):
-        clothing_dataset(download_url=url, cache_dir=isolated / "cache")
+        clothing_dataset(download_url=url, cache_dir=isolated / "cache", fallback=False)
     assert list((isolated / "cache" / "datasets").iterdir()) == []
 
 
@@ -221,19 +222,152 @@ def test_download_that_is_not_a_zip(isolated: Path, archive_server: ArchiveServe
     archive_server.routes["/fake.zip"] = b"<html>rate limited</html>"
     url = f"{archive_server.base}/fake.zip"
     with pytest.raises(SourceError, match=rf"{re.escape(url)} is not a usable zip"):
-        clothing_dataset(download_url=url, cache_dir=isolated / "cache")
+        clothing_dataset(download_url=url, cache_dir=isolated / "cache", fallback=False)
     assert find_clothing_dataset(cache_dir=isolated / "cache") is None
 
 
-def test_unreachable_download(isolated: Path) -> None:
+def _refusing_url() -> str:
+    """An http URL on 127.0.0.1 at a port nobody listens on: a connection there is refused at once."""
     import socket
 
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    url = f"http://127.0.0.1:{port}/master.zip"
+    return f"http://127.0.0.1:{port}/master.zip"
+
+
+def test_unreachable_download(isolated: Path) -> None:
+    url = _refusing_url()
     with pytest.raises(SourceError, match=rf"cannot download the clothing data set from {re.escape(url)}"):
-        clothing_dataset(download_url=url, cache_dir=isolated / "cache")
+        clothing_dataset(download_url=url, cache_dir=isolated / "cache", fallback=False)
+
+
+# --- the sample catalogue in the package, the fallback when there is no data set and no network -------------
+
+SAMPLE_COUNT = 300
+SAMPLE_MAX_BYTES = 5_000_000
+SAMPLE_MAX_SIDE = 320
+LEFT_OUT_LABELS = {"Not sure", "Skip", "Other"}
+
+
+def test_fallback_to_the_sample_when_nothing_is_found_and_the_download_fails(
+    isolated: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    import time
+
+    url = _refusing_url()
+    started = time.monotonic()
+    with caplog.at_level("WARNING", logger="lookalike.sources.datasets"):
+        source = clothing_dataset(download_url=url, cache_dir=isolated / "cache")
+    assert time.monotonic() - started < 5  # a refused connection: no waiting for a timeout
+    assert source.root == SAMPLE_DIR.resolve()
+    assert len(source) == SAMPLE_COUNT
+    [record] = [r for r in caplog.records if r.name == "lookalike.sources.datasets"]
+    message = record.getMessage()
+    assert record.levelname == "WARNING" and "\n" not in message  # one line
+    for part in ("SAMPLE catalogue", str(SAMPLE_DIR), url, "LOOKALIKE_DATA", "with internet"):
+        assert part in message
+    assert "download it yourself" not in message  # the download's own hint is replaced by the warning's
+    assert find_clothing_dataset(cache_dir=isolated / "cache") is None  # the sample is not the data set
+
+
+def test_open_source_clothing_falls_back_through_the_default_url(
+    isolated: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """What `lookalike index clothing` does offline: the default URL fails, the sample is used."""
+    import functools
+
+    import lookalike.sources
+
+    url = _refusing_url()
+    monkeypatch.setattr(lookalike.sources, "clothing_dataset", functools.partial(clothing_dataset, download_url=url))
+    with caplog.at_level("WARNING", logger="lookalike.sources.datasets"):
+        source = open_source("clothing")
+    assert isinstance(source, ClothingSource) and source.root == SAMPLE_DIR.resolve()
+    assert "SAMPLE" in caplog.text
+
+
+def test_the_full_data_set_wins_over_the_sample(isolated: Path, archive_server: ArchiveServer) -> None:
+    archive_server.routes["/master.zip"] = make_zip()
+    source = clothing_dataset(download_url=f"{archive_server.base}/master.zip")  # downloadable: downloaded
+    assert source.root != SAMPLE_DIR.resolve() and len(source) == 3
+    root = make_dataset(isolated / "data" / "clothing-dataset")
+    assert clothing_dataset(root).root == root.resolve()  # found: used, no download, no sample
+
+
+def test_the_sample_is_well_formed() -> None:
+    from collections import Counter
+
+    with (SAMPLE_DIR / "images.csv").open(encoding="utf-8", newline="") as handle:
+        reader = csv.DictReader(handle)
+        assert reader.fieldnames == ["image", "sender_id", "label", "kids"]  # the full set's format
+        rows = list(reader)
+    files = {p.name for p in (SAMPLE_DIR / "images").iterdir()}
+    assert len(rows) == SAMPLE_COUNT
+    assert files == {f"{row['image']}.jpg" for row in rows}  # every row has its file, and no file is extra
+    source = sample_clothing_dataset()
+    assert len(source) == SAMPLE_COUNT and source.missing == 0
+    labels = Counter(item.metadata["label"] for item in source)
+    assert len(labels) == 17 and not set(labels) & LEFT_OUT_LABELS
+    assert min(labels.values()) >= 10
+    assert len({item.metadata["sender_id"] for item in source}) >= 50
+    total = sum(p.stat().st_size for p in SAMPLE_DIR.rglob("*") if p.is_file())
+    assert total <= SAMPLE_MAX_BYTES
+    for item in source:
+        with Image.open(item.location) as image:
+            assert image.format == "JPEG" and image.mode == "RGB"
+            assert max(image.size) == SAMPLE_MAX_SIDE
+            assert not image.getexif()  # metadata stripped
+    license_text = (SAMPLE_DIR / "LICENSE").read_text(encoding="utf-8")
+    assert "CC0 1.0 Universal" in license_text
+    readme = (SAMPLE_DIR / "README.md").read_text(encoding="utf-8")
+    assert "alexeygrigorev/clothing-dataset" in readme and "scripts/make-sample-catalogue.py" in readme
+
+
+def test_the_sample_is_a_subset_of_the_full_data_set() -> None:
+    """Same ids, same metadata as the full set's rows: an index built on the sample grows into the full one."""
+    if not (REAL / "images.csv").is_file():
+        pytest.skip("the shared clothing data set is not here")
+    with (REAL / "images.csv").open(encoding="utf-8", newline="") as handle:
+        full = {row["image"]: row for row in csv.DictReader(handle)}
+    with (SAMPLE_DIR / "images.csv").open(encoding="utf-8", newline="") as handle:
+        for row in csv.DictReader(handle):
+            assert full[row["image"]] == row
+
+
+def test_the_sample_script_is_reproducible(tmp_path: Path) -> None:
+    """The committed sample is what scripts/make-sample-catalogue.py makes from the full data set."""
+    if not (REAL / "images.csv").is_file():
+        pytest.skip("the shared clothing data set is not here")
+    import subprocess
+    import sys
+
+    script = Path(__file__).resolve().parents[1] / "scripts" / "make-sample-catalogue.py"
+    out = tmp_path / "sample"
+    subprocess.run([sys.executable, str(script), "--source", str(REAL), "--out", str(out)], check=True)
+    made = sorted(p.relative_to(out) for p in out.rglob("*") if p.is_file())
+    assert made == sorted(p.relative_to(SAMPLE_DIR) for p in SAMPLE_DIR.rglob("*") if p.is_file())
+    for relative in made:
+        assert (out / relative).read_bytes() == (SAMPLE_DIR / relative).read_bytes(), relative
+
+
+def test_indexing_the_sample(tmp_path: Path, lite0) -> None:
+    from lookalike.catalog import open_or_create_catalog
+    from lookalike.ingest import ingest
+    from lookalike.search import search_image
+
+    source = sample_clothing_dataset()
+    catalog = open_or_create_catalog(tmp_path / "index", "efficientnet-lite0")
+    try:
+        report = ingest(source, catalog.index, catalog.embedder, progress=False)
+        assert (report.total, report.indexed, len(report.failed)) == (SAMPLE_COUNT, SAMPLE_COUNT, 0)
+        assert catalog.index.count() == SAMPLE_COUNT
+        dress = next(item for item in source if item.metadata["label"] == "Dress")  # examples/demo_search.py's
+        response = search_image(catalog, dress.read(), k=5)
+        assert response.results[0].id == dress.id
+        assert response.results[0].metadata["label"] == "Dress"
+    finally:
+        catalog.close()
 
 
 # --- the real data set, when this checkout sits next to it ------------------------------------------------

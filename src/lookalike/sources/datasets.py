@@ -2,7 +2,9 @@
 
 ``lookalike ingest clothing`` must work on a fresh laptop, so the data set is looked for in the usual
 places first and downloaded into the cache only as a last resort. Its labels make it usable for
-measuring retrieval quality as well as for a demo.
+measuring retrieval quality as well as for a demo. When the download fails too (no internet), a small
+sample of it that ships in the package (:data:`SAMPLE_DIR`, 300 downscaled photos, made by
+``scripts/make-sample-catalogue.py``) stands in, with a warning saying so.
 """
 
 from __future__ import annotations
@@ -30,6 +32,11 @@ CLOTHING_ARCHIVE_URL = "https://github.com/alexeygrigorev/clothing-dataset/archi
 CLOTHING_DIR_NAME = "clothing-dataset"
 DATA_ENV = "LOOKALIKE_DATA"
 CACHE_ENV = "LOOKALIKE_CACHE"
+SAMPLE_DIR = Path(__file__).resolve().parent / "clothing-sample"
+"""The sample catalogue in the package: the full set's format (``images.csv``, ``images/``), CC0 too."""
+CONNECT_TIMEOUT = 10.0
+"""Seconds to wait for the download's connection (a firewall that drops packets); no network fails at once."""
+_HINT = f"download it yourself and point {DATA_ENV} at the unpacked folder"
 _PROJECT_ROOT = Path(__file__).resolve().parents[3]
 """``src/lookalike/sources/datasets.py`` -> the checkout root, when installed editable (else unused)."""
 
@@ -98,7 +105,7 @@ def download_clothing_dataset(
     target = _cache_target(cache_dir)
     if is_clothing_dataset(target):
         return target
-    hint = f"download it yourself and point {DATA_ENV} at the unpacked folder"
+    hint = _HINT
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
         work = Path(tempfile.mkdtemp(prefix=".clothing-download-", dir=target.parent))
@@ -124,7 +131,9 @@ def download_clothing_dataset(
 def _download(url: str, dest: Path, *, timeout: float, hint: str) -> None:
     try:
         with (
-            httpx.stream("GET", url, follow_redirects=True, timeout=timeout) as response,
+            httpx.stream(
+                "GET", url, follow_redirects=True, timeout=httpx.Timeout(timeout, connect=min(timeout, CONNECT_TIMEOUT))
+            ) as response,
             dest.open("wb") as out,
         ):
             if response.status_code != 200:
@@ -222,15 +231,24 @@ def _metadata(row: dict[str, str], csv_path: Path, number: int) -> dict[str, obj
     return {"label": label, "kids": kids, "sender_id": sender}
 
 
+def sample_clothing_dataset() -> ClothingSource:
+    """The sample catalogue that ships in the package (:data:`SAMPLE_DIR`)."""
+    return ClothingSource(SAMPLE_DIR)
+
+
 def clothing_dataset(
     data_dir: str | os.PathLike[str] | None = None,
     *,
     download_url: str = CLOTHING_ARCHIVE_URL,
     cache_dir: str | os.PathLike[str] | None = None,
+    fallback: bool = True,
 ) -> ClothingSource:
     """The demo catalogue, found (:func:`find_clothing_dataset`) or else downloaded into the cache.
 
-    An explicit ``data_dir`` that does not hold the data set is an error, not a reason to download.
+    If the download fails as well and ``fallback`` is true, the sample in the package
+    (:func:`sample_clothing_dataset`), with one warning line naming the reason and how to get the full set;
+    with ``fallback`` false, the download's :class:`SourceError`. An explicit ``data_dir`` that does not
+    hold the data set is an error, not a reason to download.
     """
     if data_dir is not None:
         base = Path(data_dir).expanduser()
@@ -240,5 +258,28 @@ def clothing_dataset(
         raise SourceError(f"no clothing data set at {data_dir} (expected images.csv and images/)")
     found = find_clothing_dataset(cache_dir=cache_dir)
     if found is None:
-        found = download_clothing_dataset(download_url, cache_dir=cache_dir)
+        try:
+            found = download_clothing_dataset(download_url, cache_dir=cache_dir)
+        except SourceError as exc:
+            if not fallback or not is_clothing_dataset(SAMPLE_DIR):
+                raise
+            sample = sample_clothing_dataset()
+            log.warning(
+                "lookalike: using the %d-photo clothing SAMPLE catalogue (%s), not the full data set (5,398 "
+                "photos): none in $%s, ../shared/datasets or %s, and %s. For the full one, run this again with "
+                "internet, or set %s to an unpacked copy of that archive.",
+                len(sample),
+                SAMPLE_DIR,
+                DATA_ENV,
+                _cache_target(cache_dir),
+                _reason(exc),
+                DATA_ENV,
+            )
+            return sample
     return ClothingSource(found)
+
+
+def _reason(exc: SourceError) -> str:
+    """The download error without its how-to-get-it-yourself hint (the warning gives its own)."""
+    text = str(exc).removesuffix(f"; {_HINT}")
+    return text[:1].lower() + text[1:]
