@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -70,6 +71,22 @@ def test_index_search_info_delete_eval(run, photo_folder: Path, tmp_path: Path) 
     assert scores["recall@3_hnsw_vs_exact"] == pytest.approx(1.0)
 
 
+def test_the_progress_bar_and_the_summary_agree_with_the_files_listed(run, photo_folder: Path, tmp_path: Path) -> None:
+    """The bar's last counts are the summary's, and its "failed" are the files listed as failed."""
+    (photo_folder / "broken.jpg").write_bytes((photo_folder / "tops" / "item-01.jpg").read_bytes()[:600])
+    (photo_folder / "notes.jpg").write_text("this is not a picture")
+    (photo_folder / "empty.png").write_bytes(b"")
+    result = run("index", str(photo_folder), "--index", str(tmp_path / "idx"), "--batch-size", "5")
+    assert result.returncode == 0, result.stderr
+    bars = re.findall(r"(\d+)/15 \[[^]]*indexed=(\d+), unchanged=(\d+), failed=(\d+)\]", result.stderr)
+    assert bars and bars[-1] == ("15", "12", "0", "3"), result.stderr
+    assert all(int(done) == sum(map(int, counts)) for done, *counts in bars), bars
+    assert "12 indexed, 0 already indexed, 3 failed, of 15" in result.stdout
+    listed = re.findall(r"^  failed (\S+): \S", result.stderr, flags=re.MULTILINE)
+    assert sorted(listed) == ["broken.jpg", "empty.png", "notes.jpg"], result.stderr
+    assert "skipped" not in result.stderr
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [
@@ -77,6 +94,7 @@ def test_index_search_info_delete_eval(run, photo_folder: Path, tmp_path: Path) 
         (("info", "--index", "{tmp}/absent"), "no index"),
         (("index", "{tmp}/no-such-folder", "--index", "{tmp}/i"), "no-such-folder"),
         (("index", "{tmp}", "--index", "{tmp}/i", "--no-progress"), "holds no images"),  # an empty folder says so
+        (("index", "{tmp}", "--index", "{tmp}/i"), "holds no images"),  # in one line with the bar on too
     ],
 )
 def test_errors_are_one_line_and_exit_non_zero(run, tmp_path, args, message) -> None:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import functools
 import os
+import re
 import signal
 import sqlite3
 import subprocess
@@ -13,6 +15,7 @@ from pathlib import Path
 import pytest
 from conftest import make_photo
 
+from lookalike import ingest as ingest_module
 from lookalike.catalog import check_model, open_catalog, open_or_create_catalog
 from lookalike.errors import ModelMismatchError
 from lookalike.ingest import ingest
@@ -37,6 +40,47 @@ def test_ingest_folder_skips_bad_images_and_reports_them(photo_folder: Path, tmp
     item = catalog.index.get("tops/item-01.jpg")
     assert item is not None and item.metadata == {"folder": "tops"} and item.content_hash
     catalog.close()
+
+
+BAR_COUNTS = re.compile(r"(\d+)/(\d+) \[[^]]*indexed=(\d+), unchanged=(\d+), failed=(\d+)\]")
+
+
+def _bar_states(stderr: str) -> list[tuple[int, int, int, int, int]]:
+    """(done, total, indexed, unchanged, failed) of every time the bar was drawn."""
+    return [tuple(map(int, found.groups())) for found in BAR_COUNTS.finditer(stderr)]  # type: ignore[misc]
+
+
+def test_the_progress_bar_shows_the_true_counts_at_every_refresh(
+    photo_folder: Path, tmp_path: Path, lite0, capsys, monkeypatch
+) -> None:
+    """The bar is drawn on every update here: each time, its counts add up to the images done, and the last
+    drawing is the report's (it used to show "ok=" a batch behind and end short of the last batch)."""
+    add_bad_files(photo_folder)
+    monkeypatch.setattr(ingest_module, "tqdm", functools.partial(ingest_module.tqdm, mininterval=0, miniters=1))
+    catalog = open_or_create_catalog(tmp_path / "index", "efficientnet-lite0", kind="exact")
+    source = open_source(str(photo_folder))
+    report = ingest(source, catalog.index, catalog.embedder, batch_size=5, workers=1)
+    states = _bar_states(capsys.readouterr().err)
+    assert len(states) >= 4  # three failures one by one, then batches of five
+    for done, total, indexed, unchanged, failed in states:
+        assert total == 15 and done == indexed + unchanged + failed, states
+    assert states[-1] == (15, 15, 12, 0, 3) == (report.total, report.total, report.indexed, 0, len(report.failed))
+
+    (photo_folder / "shoes" / "item-00.jpg").write_bytes(make_photo(1234))  # a re-run: 11 unchanged, 1 changed
+    report = ingest(source, catalog.index, catalog.embedder, batch_size=5, workers=1)
+    states = _bar_states(capsys.readouterr().err)
+    assert all(done == indexed + unchanged + failed for done, _, indexed, unchanged, failed in states), states
+    assert states[-1] == (15, 15, 1, 11, 3) == (15, 15, report.indexed, report.unchanged, len(report.failed))
+    catalog.close()
+
+
+def test_an_empty_source_draws_no_bar(tmp_path: Path, lite0, capsys) -> None:
+    (tmp_path / "empty").mkdir()
+    catalog = open_or_create_catalog(tmp_path / "index", "efficientnet-lite0", kind="exact")
+    report = ingest(open_source(str(tmp_path / "empty")), catalog.index, catalog.embedder)
+    catalog.close()
+    assert (report.total, report.indexed, report.failed) == (0, 0, [])
+    assert capsys.readouterr().err == ""  # the CLI's one line says the folder holds no images
 
 
 def test_ingest_stores_the_colour_of_the_crop_the_model_sees(photo_folder: Path, tmp_path: Path, lite0) -> None:

@@ -142,7 +142,7 @@ def index_command(
     if calibrated:
         typer.echo(calibrated)
     for failure in result.failed[:20]:
-        typer.echo(f"  skipped {failure.id}: {failure.reason}", err=True)
+        typer.echo(f"  failed {failure.id}: {failure.reason}", err=True)  # the "failed" of the summary and the bar
     if len(result.failed) > 20:
         typer.echo(f"  ... and {len(result.failed) - 20} more (see --report)", err=True)
     if report:

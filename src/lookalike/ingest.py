@@ -103,9 +103,20 @@ def ingest(
     known = {} if force else index.content_hashes()
     report = IngestReport(total=len(source))
     prepare = _preparer(embedder, known)
-    bar = tqdm(total=report.total, unit="img", disable=not progress, dynamic_ncols=True, desc="indexing")
+    # No bar for an empty source: the caller says it holds nothing, in one line, without a "0img" bar before it.
+    bar = tqdm(
+        total=report.total, unit="img", disable=not progress or not report.total, dynamic_ncols=True, desc="indexing"
+    )
     pending: list[_Prepared] = []
     since_checkpoint = 0
+
+    def advance(done: int) -> None:
+        """Count ``done`` more items as finished. The counts go in first, so every time the bar is drawn (on
+        this update or any later one, and when it closes) they are the report's, and add up to the bar's
+        count: the items decoded but not yet embedded are in none of them until their batch is added."""
+        counts = {"indexed": report.indexed, "unchanged": report.unchanged, "failed": len(report.failed)}
+        bar.set_postfix(counts, refresh=False)  # as a dict: the summary's order, not sorted by name
+        bar.update(done)
 
     def flush() -> None:
         nonlocal since_checkpoint
@@ -119,7 +130,7 @@ def ingest(
         added = _add_or_skip(index, items, report)
         report.indexed += added
         since_checkpoint += added
-        bar.update(len(pending))
+        advance(len(pending))
         pending.clear()
         if since_checkpoint >= checkpoint_every:
             index.save()
@@ -129,15 +140,14 @@ def ingest(
         for prepared in bounded_map(pool, prepare, source, window=max(4 * batch_size, 8 * workers)):
             if prepared.skipped:
                 report.unchanged += 1
-                bar.update(1)
+                advance(1)
             elif prepared.error is not None:
                 report.failed.append(Failure(prepared.item.id, prepared.item.location, prepared.error))
-                bar.update(1)
+                advance(1)
             else:
                 pending.append(prepared)
                 if len(pending) >= batch_size:
                     flush()
-            bar.set_postfix(ok=report.indexed, skipped=report.unchanged, failed=len(report.failed), refresh=False)
         flush()
     index.save()
     bar.close()
