@@ -137,7 +137,7 @@ def main() -> None:
         subprocess.run(
             [str(BIN / "lookalike"), "index", "clothing", "--index", args.index, "--no-progress"], check=True
         )
-    items = list(clothing_dataset())
+    items = list(clothing_dataset(fallback=False))
     photo_paths = [item.location for item in random.Random(0).sample(items, 200)]
     photos = [Path(path).read_bytes() for path in photo_paths]
 

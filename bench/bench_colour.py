@@ -32,7 +32,7 @@ from lookalike.sources import clothing_dataset  # noqa: E402
 
 def photos(count: int) -> list[tuple[np.ndarray, np.ndarray]]:
     """(model crop, focus crop) of ``count`` random clothing photos where the focus stage finds an object."""
-    sources = list(clothing_dataset())
+    sources = list(clothing_dataset(fallback=False))
     focus = Focus(precision="int8")
     pairs = []
     for i in np.random.default_rng(1).choice(len(sources), count, replace=False):

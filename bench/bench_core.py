@@ -140,7 +140,7 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2)
     args = parser.parse_args()
 
-    source = Subset(clothing_dataset(), 1000 if args.quick else None)
+    source = Subset(clothing_dataset(fallback=False), 1000 if args.quick else None)
     print(f"catalogue: {len(source)} images; machine: {machine()}", flush=True)
     results: dict[str, Any] = {"machine": machine(), "images": len(source), "quick": args.quick}
 

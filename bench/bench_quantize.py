@@ -245,7 +245,7 @@ def main() -> None:
     parser.add_argument("--out", default="bench/results/quantize.json")
     args = parser.parse_args()
 
-    source = Subset(clothing_dataset(), 1000 if args.quick else None)
+    source = Subset(clothing_dataset(fallback=False), 1000 if args.quick else None)
     info = machine()
     print(f"catalogue: {len(source)} images; machine: {info}", flush=True)
     results: dict[str, Any] = {"machine": info, "images": len(source), "quick": args.quick, "threads": THREADS}

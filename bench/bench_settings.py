@@ -75,7 +75,7 @@ def run_one(setting: str, duplicates: int) -> dict[str, Any]:
 
     adapt = setting.endswith("+adapt")
     model, precision, resolution = parse(setting.removesuffix("+adapt"))
-    source = clothing_dataset()
+    source = clothing_dataset(fallback=False)
     workdir = Path(tempfile.mkdtemp(prefix="lookalike-settings-"))
     try:
         # What `lookalike index --model M [--focus object --focus-precision P --focus-resolution R]` makes.

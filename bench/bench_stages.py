@@ -118,7 +118,7 @@ def main() -> None:
     if args.quick:
         args.images, args.index_items = min(args.images, 100), min(args.index_items, 2000)
 
-    items = random.Random(0).sample(list(clothing_dataset()), args.images)
+    items = random.Random(0).sample(list(clothing_dataset(fallback=False)), args.images)
     info = machine()
     print(f"sample: {len(items)} catalogue photos; machine: {info}", flush=True)
 

@@ -43,7 +43,7 @@ def main() -> None:
     parser.add_argument("--model", default="efficientnet-lite1")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
-    sources = list(clothing_dataset())
+    sources = list(clothing_dataset(fallback=False))
     labels = {source.id: source.metadata.get("label") for source in sources}
     workdir = Path(tempfile.mkdtemp(prefix="lookalike-colour-"))
     result: dict[str, Any] = {"model": args.model, "cpu": cpu_flags(), "queries": QUERIES, "weights": {}}

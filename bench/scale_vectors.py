@@ -119,7 +119,7 @@ def real_vectors(embedder: Embedder, fashion: int, clothing: int, log: bool = Tr
     vectors = [_cached_chunks(folder, "fashion-mnist", fashion, len(images), prepare_fashion, embedder, log)]
     labels, sources = list(fashion_labels[:fashion]), ["fashion-mnist"] * fashion
 
-    items = list(clothing_dataset())
+    items = list(clothing_dataset(fallback=False))
     clothing = min(clothing, len(items))
     for variant in ("clothing", "clothing-flip", "clothing-crop"):
         vectors.append(

@@ -109,7 +109,7 @@ def main() -> None:
     parser.add_argument("--model", default="efficientnet-lite1")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
-    indexed, held_out = held_out_split(list(clothing_dataset()))
+    indexed, held_out = held_out_split(list(clothing_dataset(fallback=False)))
     workdir = Path(tempfile.mkdtemp(prefix="lookalike-tiers-"))
     try:
         catalog = open_or_create_catalog(workdir / "index", args.model, kind="exact")

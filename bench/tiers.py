@@ -143,7 +143,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path)
     parser.add_argument("--sheet", type=Path, help="Write the catalogue's own duplicate pairs as a PNG")
     args = parser.parse_args()
-    indexed, held_out = held_out_split(list(clothing_dataset()))
+    indexed, held_out = held_out_split(list(clothing_dataset(fallback=False)))
     workdir = Path(tempfile.mkdtemp(prefix="lookalike-tiers-"))
     result: dict[str, Any] = {"model": args.model, "cpu": f"{platform.processor() or platform.machine()} {cpu_flags()}"}
     judge_ms: list[float] = []
