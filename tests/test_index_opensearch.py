@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import math
+import operator
 import os
 import uuid
 from typing import Any
@@ -132,7 +133,83 @@ class FakeClient:
         self.record("search", body=body, index=index, **kwargs)
         if body and "sort" in body:
             return self._page(body)
+        if not self.search_answers and body and "aggs" in body:
+            return self._aggregate(body, index)
         return self.search_answers.pop(0)
+
+    # -- aggregations, computed from the documents: only what facets and ranges send (a bool filter of term,
+    # terms and range clauses as the query; terms, min, max and global aggregations), as OpenSearch answers it
+    def _aggregate(self, body: dict[str, Any], index: str | None) -> dict[str, Any]:
+        assert set(body) <= {"size", "query", "aggs"} and body["size"] == 0, body
+        types = self._types(index)
+        docs = [doc["metadata"] for doc in self.docs.values()]
+        everything = docs
+        if "query" in body:
+            assert set(body["query"]) == {"bool"} and set(body["query"]["bool"]) == {"filter"}, body["query"]
+            docs = [
+                doc
+                for doc in docs
+                if all(self._passes(doc, clause, types) for clause in body["query"]["bool"]["filter"])
+            ]
+        answer = {name: self._aggregation(spec, docs, everything, types) for name, spec in body["aggs"].items()}
+        return {"hits": {"total": {"value": len(docs), "relation": "eq"}, "hits": []}, "aggregations": answer}
+
+    def _types(self, index: str | None) -> dict[str, str]:
+        properties = self.mappings[index]["properties"]["metadata"].get("properties", {})
+        return {name: spec["type"] for name, spec in properties.items()}
+
+    @staticmethod
+    def _typed(value: Any, kind: str) -> bool:
+        """Whether a source value is one the field's mapping indexes (keyword text, double numbers, booleans)."""
+        if kind == "boolean":
+            return isinstance(value, bool)
+        if kind == "double":
+            return isinstance(value, int | float) and not isinstance(value, bool)
+        return isinstance(value, str)
+
+    def _passes(self, doc: dict[str, Any], clause: dict[str, Any], types: dict[str, str]) -> bool:
+        ((kind, spec),) = clause.items()
+        ((path, condition),) = spec.items()
+        field = path.removeprefix("metadata.")
+        value = doc.get(field)
+        if field not in doc or not self._typed(value, types.get(field, "")):
+            return False
+        if kind == "term":
+            return value == condition and isinstance(value, bool) == isinstance(condition, bool)
+        if kind == "terms":
+            return any(value == c and isinstance(value, bool) == isinstance(c, bool) for c in condition)
+        assert kind == "range" and set(condition) <= {"gt", "gte", "lt", "lte"}, clause
+        tests = {"gt": operator.gt, "gte": operator.ge, "lt": operator.lt, "lte": operator.le}
+        return all(tests[op](value, bound) for op, bound in condition.items())
+
+    def _aggregation(
+        self, spec: dict[str, Any], docs: list[dict[str, Any]], everything: list[dict[str, Any]], types: dict[str, str]
+    ) -> dict[str, Any]:
+        if "global" in spec:
+            assert spec["global"] == {} and set(spec) == {"global", "aggs"}, spec
+            inner = {name: self._aggregation(sub, everything, everything, types) for name, sub in spec["aggs"].items()}
+            return {"doc_count": len(everything), **inner}
+        ((kind, options),) = spec.items()
+        field = options["field"].removeprefix("metadata.")
+        mapped = types.get(field, "")
+        values = [doc[field] for doc in docs if field in doc and self._typed(doc[field], mapped)]
+        if kind in ("min", "max"):
+            assert mapped == "double", spec
+            return {"value": float((min if kind == "min" else max)(values)) if values else None}
+        assert kind == "terms" and set(options) == {"field", "size"}, spec
+        counts: dict[Any, int] = {}
+        for value in values:
+            key = float(value) if mapped == "double" else value
+            counts[key] = counts.get(key, 0) + 1
+        ranked = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
+        buckets = []
+        for key, count in ranked[: options["size"]]:
+            if mapped == "boolean":
+                buckets.append({"key": int(key), "key_as_string": "true" if key else "false", "doc_count": count})
+            else:
+                buckets.append({"key": key, "doc_count": count})
+        rest = sum(count for _, count in ranked[options["size"] :])
+        return {"doc_count_error_upper_bound": 0, "sum_other_doc_count": rest, "buckets": buckets}
 
     def _page(self, body: dict[str, Any]) -> dict[str, Any]:
         ids = sorted(self.docs)
@@ -814,6 +891,58 @@ def test_facets_count_values_of_discovered_metadata_fields() -> None:
         }
     ]
     assert index.facets(max_values=2) == {}  # label has too many values; the others none
+
+
+def test_facets_under_a_filter_query_its_clauses_and_count_every_document_in_a_global_aggregation() -> None:
+    index, client = make()
+    index.add(ITEMS)
+    terms = {
+        "f0": {"terms": {"field": "metadata.kids", "size": 51}},
+        "f1": {"terms": {"field": "metadata.label", "size": 51}},
+        "f2": {"terms": {"field": "metadata.price", "size": 51}},
+    }
+    # the fake counts the documents: a/1 {label Dress, kids true}, "b 2" {label Skirt, price 12.5}
+    assert index.facets(filter={"label": "Skirt"}) == {"kids": {}, "label": {"Skirt": 1}}  # price: a real
+    clauses = [{"term": {"metadata.label": "Skirt"}}]
+    assert client.last("search")["body"] == {
+        "size": 0,
+        "query": {"bool": {"filter": clauses}},  # what a search under the filter sends
+        "aggs": {**terms, "all": {"global": {}, "aggs": terms}},
+    }
+    assert index.knn_body(np.zeros(4, dtype=np.float32), 3, clauses)["query"]["knn"]["vector"]["filter"] == {
+        "bool": {"filter": clauses}
+    }
+    assert index.facets() == {"kids": {"true": 1}, "label": {"Dress": 1, "Skirt": 1}}
+    assert client.last("search")["body"] == {"size": 0, "aggs": terms}  # no filter: the body as before
+    assert index.facets(filter={"label": 5}) == {"kids": {}, "label": {}}  # no document can match
+    assert client.last("search")["body"] == {"size": 0, "aggs": terms}
+
+
+def test_ranges_send_min_and_max_aggregations_of_the_number_fields_under_the_filter() -> None:
+    index, client = make()
+    assert index.ranges() == {}
+    assert "search" not in client.names()  # no number field: nothing to ask
+    index.add(ITEMS)
+    aggs = {"min0": {"min": {"field": "metadata.price"}}, "max0": {"max": {"field": "metadata.price"}}}
+    assert index.ranges() == {"price": (12.5, 12.5)}
+    assert client.last("search")["body"] == {"size": 0, "aggs": aggs}
+    assert index.ranges(filter={"kids": True}) == {}  # the kids' item has no price: min and max are null
+    assert client.last("search")["body"] == {
+        "size": 0,
+        "aggs": aggs,
+        "query": {"bool": {"filter": [{"term": {"metadata.kids": True}}]}},
+    }
+    searches = client.names().count("search")
+    assert index.ranges(filter={"label": True}) == {}
+    assert client.names().count("search") == searches  # a filter no document can meet sends nothing
+
+
+def test_fields_are_the_mapped_metadata_properties() -> None:
+    index, client = make()
+    assert index.fields() == set()
+    index.add(ITEMS)
+    assert index.fields() == {"label", "kids", "price"}
+    assert client.last("indices.get_mapping")["index"] == "products"
 
 
 def test_facets_of_an_empty_index_send_no_search() -> None:

@@ -148,6 +148,9 @@ def search_vector(
     re-ordered by colour when ``shade`` (the query's colour descriptor) is given and colour weighs."""
     if not isinstance(offset, int) or isinstance(offset, bool) or not 0 <= offset <= MAX_OFFSET:
         raise LookalikeError(f"offset must be an integer from 0 to {MAX_OFFSET}, got {offset!r}")
+    # Every search passes here: a filter on a field no item has is a FilterError naming the known fields
+    # (cached by the index, so this costs a set lookup; see lookalike.index.known).
+    catalog.index.check_filter(filter)
     watch = _Stopwatch()
     excluded = set(exclude)
     calibration = catalog.calibration()

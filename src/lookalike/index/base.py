@@ -14,6 +14,9 @@ from typing import Any, Literal
 
 import numpy as np
 
+from lookalike.index.filters import Condition, normalize
+from lookalike.index.known import KnownFields
+
 Metric = Literal["l2", "cosine"]
 IndexKind = Literal["exact", "hnsw", "ivf"]
 Encoding = Literal["none", "fp16", "sq8", "pq"]
@@ -187,6 +190,38 @@ def score_from_distance(distance: float, metric: Metric) -> float:
     return 1.0 - distance
 
 
+def facet_key(value: Any) -> str | None:
+    """How a metadata value is counted in facets: booleans as "true"/"false", integers and text as text (so 1
+    and "1" share a key); None for what is not counted (floats, lists, objects, null)."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | str):
+        return str(value)
+    return None
+
+
+def is_number(value: Any) -> bool:
+    """Whether a metadata value counts in :meth:`VectorIndex.ranges`: an integer or a float, not a boolean."""
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def by_count(values: Mapping[str, int]) -> dict[str, int]:
+    """Values highest count first (ties keep their order)."""
+    return dict(sorted(values.items(), key=lambda kv: -kv[1]))
+
+
+def choose_facets(counts: Mapping[str, Mapping[str, int]], max_values: int) -> dict[str, dict[str, int]]:
+    """The facets of the counted values: fields with at most ``max_values`` distinct values, by name."""
+    return {key: by_count(values) for key, values in sorted(counts.items()) if len(values) <= max_values}
+
+
+def facets_under(
+    everything: Mapping[str, Mapping[str, int]], passing: Mapping[str, Mapping[str, int]]
+) -> dict[str, dict[str, int]]:
+    """The fields of ``everything`` (the unfiltered facets) with the counts of the passing items."""
+    return {key: by_count(passing.get(key, {})) for key in everything}
+
+
 class VectorIndex(ABC):
     """k-NN over vectors with metadata. Writes are upserts by id; nothing needs a rebuild."""
 
@@ -236,9 +271,70 @@ class VectorIndex(ABC):
     def iter_items(self, batch_size: int = 1000, with_vectors: bool = True) -> Iterator[list[Item]]:
         """Every item in batches (for evaluation and migration)."""
 
+    def facets(self, max_values: int = 50, filter: Filter | None = None) -> dict[str, dict[str, int]]:
+        """Metadata field -> value -> how many items passing ``filter`` (all items without one) have it, for
+        building filter choices.
+
+        What counts: text, integers and booleans (as "true"/"false"; 1 and "1" share a key); floats, lists,
+        objects and null do not. Which fields: those with at most ``max_values`` distinct values over the
+        *whole* index, decided without the filter, so every filter gives the same fields (a field that no
+        passing item has maps to ``{}``, and one with too many values overall stays out even where a filter
+        leaves few). Values come highest count first. ``filter`` is checked like a search's
+        (:meth:`check_filter`: an unknown field is a FilterError).
+
+        Deciding the fields takes the unfiltered counts too: the embedded index keeps them until an item
+        changes, OpenSearch gets both in one request (a ``global`` aggregation), Milvus pages the metadata
+        twice."""
+        return self._facets(max_values, self.check_filter(filter))
+
     @abstractmethod
-    def facets(self, max_values: int = 50) -> dict[str, dict[str, int]]:
-        """Metadata field -> value -> count, for building filter choices."""
+    def _facets(self, max_values: int, conditions: list[Condition]) -> dict[str, dict[str, int]]:
+        """:meth:`facets` over the items passing ``conditions`` (validated; empty: every item)."""
+
+    def ranges(self, filter: Filter | None = None) -> dict[str, tuple[float, float]]:
+        """Numeric metadata field -> (lowest, highest) value among the items passing ``filter`` (all items
+        without one), for range controls such as a price slider.
+
+        Integers and floats count (as floats: an integer beyond 2**53 is rounded), booleans and numeric text
+        do not; a field with some numeric values spans those. Fields that no passing item holds a number in
+        are left out. ``filter`` is checked like a search's (:meth:`check_filter`)."""
+        return self._ranges(self.check_filter(filter))
+
+    @abstractmethod
+    def _ranges(self, conditions: list[Condition]) -> dict[str, tuple[float, float]]:
+        """:meth:`ranges` over the items passing ``conditions`` (validated; empty: every item)."""
+
+    @abstractmethod
+    def fields(self) -> set[str]:
+        """The top-level metadata field names that at least one item has (whatever their values).
+
+        Read from the index (every item's metadata on Milvus and on the embedded index, which reuses its last
+        answer until an item changes; the mapping on OpenSearch, which has no field for a value that was only
+        ever null or an empty list): per request, use :meth:`check_filter`, which caches them
+        (:mod:`lookalike.index.known`)."""
+
+    def known_fields(self) -> KnownFields:
+        """This index object's cache of :meth:`fields`, made at first use."""
+        cache = self.__dict__.get("_known_fields")
+        if cache is None:  # setdefault: two threads racing here share one cache
+            cache = self.__dict__.setdefault("_known_fields", KnownFields(self.fields))
+        return cache
+
+    def check_filter(self, filter: Filter | None) -> list[Condition]:
+        """``filter`` validated (:func:`filters.normalize`), and refused with a FilterError naming the known
+        fields when it tests a field that no item has. Every search (``lookalike.search``), ``facets`` and
+        ``ranges`` pass through here; the fields are cached, so a check costs a set lookup (see
+        :mod:`lookalike.index.known` for when the cache is read again)."""
+        conditions = normalize(filter)
+        if conditions:
+            self.known_fields().check(condition.field for condition in conditions)
+        return conditions
+
+    def _learn_fields(self, items: Iterable[Item]) -> None:
+        """Tell the field cache (if there is one yet) about items just written. Call with no lock held."""
+        cache = self.__dict__.get("_known_fields")
+        if cache is not None:
+            cache.learn(name for item in items for name in item.metadata)
 
     @abstractmethod
     def notes(self) -> dict[str, dict[str, Any]]:

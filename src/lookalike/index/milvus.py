@@ -59,6 +59,10 @@ from lookalike.index.base import (
     Item,
     SearchResult,
     VectorIndex,
+    choose_facets,
+    facet_key,
+    facets_under,
+    is_number,
     refuse_unsupported,
     score_from_distance,
     server_record,
@@ -222,6 +226,7 @@ class MilvusIndex(VectorIndex):
             for batch in _batches(rows, self.settings.dim):
                 self._collection.upsert(list(map(list, zip(*batch, strict=True))))
                 self._dirty = True
+        self._learn_fields(items)
 
     def _validated_rows(self, items: Sequence[Item]) -> list[tuple[Any, ...]]:
         """The shared contract's checks (lookalike.index.validate), then Milvus's own JSON-size limit, before
@@ -405,28 +410,53 @@ class MilvusIndex(VectorIndex):
                 return
             yield [_item(row, with_vectors) for row in rows]
 
-    def facets(self, max_values: int = 50) -> dict[str, dict[str, int]]:
-        """Counted here from every item's metadata, by the embedded index's rules: text, integers and booleans
-        ("true"/"false") count; floats, lists, objects and null do not; 1 and "1" share a key."""
+    # Facets, ranges and fields are counted here from the paged metadata (Milvus has no aggregation over JSON),
+    # by the embedded index's rules; a filter goes into the paging query as the expression searches use, so the
+    # counts are of exactly the items a search under that filter can return.
+    def fields(self) -> set[str]:
         self._check_open()
-        result: dict[str, dict[str, int]] = {}
+        names: set[str] = set()
         with _errors("reading metadata"):
             for rows in self._pages("", ["metadata"], 10_000):
                 for row in rows:
+                    names.update(_metadata(row.get("metadata")))
+        return names
+
+    def _facets(self, max_values: int, conditions: list[filters.Condition]) -> dict[str, dict[str, int]]:
+        self._check_open()
+        everything = choose_facets(self._value_counts(""), max_values)  # the fields: decided without the filter
+        if not conditions:
+            return everything
+        expression = to_expression(conditions)
+        passing = self._value_counts(expression) if expression is not None and everything else {}
+        return facets_under(everything, passing)
+
+    def _value_counts(self, expression: str) -> dict[str, dict[str, int]]:
+        result: dict[str, dict[str, int]] = {}
+        with _errors("reading metadata"):
+            for rows in self._pages(expression, ["metadata"], 10_000):
+                for row in rows:
                     for key, value in _metadata(row.get("metadata")).items():
-                        if isinstance(value, bool):
-                            text = "true" if value else "false"
-                        elif isinstance(value, int | str):
-                            text = str(value)
-                        else:
-                            continue
-                        values = result.setdefault(key, {})
-                        values[text] = values.get(text, 0) + 1
-        return {
-            key: dict(sorted(values.items(), key=lambda kv: -kv[1]))
-            for key, values in sorted(result.items())
-            if len(values) <= max_values
-        }
+                        text = facet_key(value)
+                        if text is not None:
+                            values = result.setdefault(key, {})
+                            values[text] = values.get(text, 0) + 1
+        return result
+
+    def _ranges(self, conditions: list[filters.Condition]) -> dict[str, tuple[float, float]]:
+        self._check_open()
+        expression = to_expression(conditions)
+        if expression is None:  # a condition nothing can satisfy
+            return {}
+        spans: dict[str, tuple[float, float]] = {}
+        with _errors("reading metadata"):
+            for rows in self._pages(expression, ["metadata"], 10_000):
+                for row in rows:
+                    for key, value in _metadata(row.get("metadata")).items():
+                        if is_number(value):
+                            low, high = spans.get(key, (value, value))
+                            spans[key] = (min(low, value), max(high, value))
+        return {key: (float(low), float(high)) for key, (low, high) in sorted(spans.items())}
 
     # ----------------------------------------------------------------------------------- notes
     def notes(self) -> dict[str, dict[str, Any]]:

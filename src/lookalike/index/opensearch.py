@@ -64,6 +64,8 @@ from lookalike.index.base import (
     Item,
     SearchResult,
     VectorIndex,
+    by_count,
+    facets_under,
     refuse_unsupported,
     score_from_distance,
     server_record,
@@ -330,6 +332,7 @@ class OpenSearchIndex(VectorIndex):
         for start in range(0, len(actions), per_request):
             self._stale = True
             self._bulk(actions[start : start + per_request], "add items")
+        self._learn_fields(items)
 
     def delete(self, ids: Iterable[str]) -> int:
         wanted = [i for i in dict.fromkeys(ids) if _possible_id(i)]
@@ -538,34 +541,75 @@ class OpenSearchIndex(VectorIndex):
         with suppress(_ClientError):  # it expires after PIT_KEEP_ALIVE anyway
             self.client.delete_pit(body={"pit_id": [pit]})
 
-    def facets(self, max_values: int = 50) -> dict[str, dict[str, int]]:
+    def fields(self) -> set[str]:
+        """The metadata properties of the mapping (a value only ever null or an empty list adds none)."""
+        mappings = self._mappings()
+        self._types = _metadata_types(mappings)
+        return set(mappings.get("properties", {}).get("metadata", {}).get("properties", {}))
+
+    def _facets(self, max_values: int, conditions: list[filters.Condition]) -> dict[str, dict[str, int]]:
+        """Terms aggregations, one per keyword, number or boolean field. Under a filter the filter is the
+        query (the clauses a search sends) and a ``global`` aggregation counts every document in the same
+        request, which decides the fields."""
         self._types = None  # fields appear as items are added: read the mapping afresh
         families = {name: _FAMILIES.get(kind) for name, kind in self._metadata_types().items()}
         names = sorted(name for name, family in families.items() if family)
         if not names:
             return {}
-        body = {
-            "size": 0,
-            "aggs": {
-                f"f{i}": {"terms": {"field": f"metadata.{name}", "size": max_values + 1}}
-                for i, name in enumerate(names)
-            },
+        terms = {
+            f"f{i}": {"terms": {"field": f"metadata.{name}", "size": max_values + 1}} for i, name in enumerate(names)
         }
+        clauses = self._filter_clauses(conditions)
+        body: dict[str, Any] = {"size": 0, "aggs": terms}
+        if clauses:
+            body = {
+                "size": 0,
+                "query": {"bool": {"filter": clauses}},
+                "aggs": {**terms, "all": {"global": {}, "aggs": terms}},
+            }
         self._refresh_if_stale()
         aggregations = self._call("count facet values", self.client.search, index=self.name, body=body)["aggregations"]
-        result: dict[str, dict[str, int]] = {}
+        everything: dict[str, dict[str, int]] = {}
         for i, name in enumerate(names):
-            terms = aggregations[f"f{i}"]
-            if len(terms["buckets"]) > max_values or terms.get("sum_other_doc_count", 0):
+            counted = (aggregations["all"] if clauses else aggregations)[f"f{i}"]
+            if len(counted["buckets"]) > max_values or counted.get("sum_other_doc_count", 0):
                 continue  # too many distinct values to offer as choices
-            values = {}
-            for bucket in terms["buckets"]:
-                value = _facet_value(bucket, families[name])
-                if value is not None:
-                    values[value] = values.get(value, 0) + int(bucket["doc_count"])
+            values = _bucket_values(counted, families[name])
             if values:
-                result[name] = dict(sorted(values.items(), key=lambda kv: -kv[1]))
-        return result
+                everything[name] = by_count(values)
+        if not conditions:
+            return everything
+        if not clauses:  # None: a condition no document can meet
+            return {name: {} for name in everything}
+        index_of = {name: i for i, name in enumerate(names)}
+        return facets_under(
+            everything,
+            {name: _bucket_values(aggregations[f"f{index_of[name]}"], families[name]) for name in everything},
+        )
+
+    def _ranges(self, conditions: list[filters.Condition]) -> dict[str, tuple[float, float]]:
+        """min and max aggregations over the number-mapped fields (integers and reals are both mapped double),
+        under the filter's clauses as the query."""
+        self._types = None
+        names = sorted(name for name, kind in self._metadata_types().items() if _FAMILIES.get(kind) == "number")
+        clauses = self._filter_clauses(conditions)
+        if not names or clauses is None:
+            return {}
+        aggs: dict[str, Any] = {}
+        for i, name in enumerate(names):
+            aggs[f"min{i}"] = {"min": {"field": f"metadata.{name}"}}
+            aggs[f"max{i}"] = {"max": {"field": f"metadata.{name}"}}
+        body: dict[str, Any] = {"size": 0, "aggs": aggs}
+        if clauses:
+            body["query"] = {"bool": {"filter": clauses}}
+        self._refresh_if_stale()
+        aggregations = self._call("read numeric ranges", self.client.search, index=self.name, body=body)["aggregations"]
+        spans = {}
+        for i, name in enumerate(names):
+            low, high = aggregations[f"min{i}"].get("value"), aggregations[f"max{i}"].get("value")
+            if low is not None and high is not None:  # null: no passing document has a number there
+                spans[name] = (float(low), float(high))
+        return spans
 
     def _metadata_types(self, needed: Iterable[str] = ()) -> dict[str, str]:
         if self._types is None or any(name not in self._types for name in needed):
@@ -702,6 +746,16 @@ def _metadata_types(mappings: Mapping[str, Any]) -> dict[str, str]:
     """Top-level metadata field -> mapped type (nested objects are left out, as the embedded index does)."""
     properties = mappings.get("properties", {}).get("metadata", {}).get("properties", {})
     return {name: spec["type"] for name, spec in properties.items() if "type" in spec}
+
+
+def _bucket_values(terms: Mapping[str, Any], family: str | None) -> dict[str, int]:
+    """A terms aggregation's buckets as counted values (reals left out; 1 and "1" would share a key)."""
+    values: dict[str, int] = {}
+    for bucket in terms["buckets"]:
+        value = _facet_value(bucket, family)
+        if value is not None:
+            values[value] = values.get(value, 0) + int(bucket["doc_count"])
+    return values
 
 
 def _facet_value(bucket: Mapping[str, Any], family: str | None) -> str | None:
