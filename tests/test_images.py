@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import io
 import struct
 import subprocess
@@ -697,6 +698,138 @@ def test_decoding_a_20_megapixel_float_tiff_stays_within_the_budget(tmp_path):
     assert result.returncode == 0, result.stderr
     grown = int(result.stdout)
     assert grown <= needed * 1.1, (grown, needed)
+
+
+# --- large JPEGs: judged by the size they are decoded at ------------------------------------------------------
+
+PHONE = (8000, 6000)  # a 48-megapixel phone camera's photo
+MODEL_SIDE = 274  # efficientnet-lite1's resize, the default model's decode_min_side
+
+
+@functools.cache
+def phone_jpeg(progressive: bool) -> bytes:
+    """8000x6000 like a phone photo: red left half, blue right half, with grain (a few MB, not a flat file;
+    the grain is made at 1/4 and scaled up, as noise at full size takes Pillow seconds)."""
+    grain = Image.effect_noise((2000, 1500), 48).resize(PHONE, Image.Resampling.BILINEAR).convert("RGB")
+    return encode(Image.blend(halves(PHONE), grain, 0.15), "JPEG", quality=85, progressive=progressive)
+
+
+@pytest.mark.parametrize("progressive", [False, True], ids=["baseline", "progressive"])
+def test_an_8000x6000_phone_jpeg_decodes_at_the_dct_scale_the_model_needs(progressive):
+    data = phone_jpeg(progressive)
+    assert len(data) <= 10 * 2**20  # within the server's upload limit
+    assert PHONE[0] * PHONE[1] > DEFAULT_MAX_PIXELS  # refused outright before: its header is over max_pixels
+    image = load_image(data, min_side=MODEL_SIDE)
+    assert image.size == (1000, 750) and image.mode == "RGB"  # 1/8: 750 still covers 274
+    assert close_to(image.getpixel((100, 375)), RED, 60) and close_to(image.getpixel((900, 375)), BLUE, 60)
+    assert resize_and_crop(image, MODEL_SIDE, 240).shape == (240, 240, 3)
+    # At full size it is 48 megapixels to decode: still over max_pixels.
+    with pytest.raises(ImageError) as caught:
+        load_image(data)
+    assert str(caught.value) == "image too large: 8000x6000 pixels exceeds the limit of 40,000,000"
+
+
+def test_max_pixels_limits_the_drafted_size_of_a_jpeg():
+    data = phone_jpeg(False)
+    assert load_image(data, min_side=MODEL_SIDE, max_pixels=750_000).size == (1000, 750)
+    with pytest.raises(ImageError) as caught:
+        load_image(data, min_side=MODEL_SIDE, max_pixels=749_999)
+    assert str(caught.value) == "image too large: 8000x6000 pixels, decoded as 1000x750, exceeds the limit of 749,999"
+    # Other formats have no DCT scaling: their header's size is what they decode to.
+    with pytest.raises(ImageError, match="8000x6000 pixels exceeds the limit of 40,000,000"):
+        load_image(png_header(*PHONE), min_side=MODEL_SIDE)
+
+
+@pytest.mark.parametrize("side", [60_000, 65_500])
+def test_a_jpeg_bomb_of_60000x60000_is_still_refused_at_once(side):
+    bomb = corpus.jpeg_with_dimensions(side, side)  # 3.6 gigapixels claimed in 1 KB
+    assert len(bomb) < 2000
+    started = time.process_time()
+    with pytest.raises(ImageError) as caught:
+        load_image(bomb, min_side=MODEL_SIDE)  # even at 1/8 it would be 56 megapixels and more
+    assert time.process_time() - started < 0.5
+    assert str(caught.value).startswith("image too large:")
+    assert f"{side * side} pixels" in str(caught.value)  # Pillow's own guard, while opening
+
+
+@pytest.mark.filterwarnings("ignore::PIL.Image.DecompressionBombWarning")  # Pillow warns from 89.5 megapixels
+def test_a_jpeg_header_over_the_ceiling_is_refused_at_any_scale():
+    assert images.MAX_JPEG_PIXELS == 120_000_000
+    started = time.process_time()
+    with pytest.raises(ImageError) as caught:
+        load_image(corpus.jpeg_with_dimensions(13_000, 13_000), min_side=MODEL_SIDE)  # would be 1625x1625
+    assert time.process_time() - started < 0.5
+    assert str(caught.value) == (
+        "image too large: 13000x13000 pixels exceeds the limit of 120,000,000 for a JPEG at any scale"
+    )
+    # Just under it, a header-only 120-megapixel JPEG costs a 1/8 decode (libjpeg fills the missing data).
+    started = time.process_time()
+    assert load_image(corpus.jpeg_with_dimensions(12_000, 10_000), min_side=MODEL_SIDE).size == (1500, 1250)
+    assert time.process_time() - started < 1.0
+    # A caller allowing more pixels than the ceiling allows them in JPEGs too.
+    allowed = load_image(corpus.jpeg_with_dimensions(13_000, 13_000), min_side=MODEL_SIDE, max_pixels=170_000_000)
+    assert allowed.size == (1625, 1625)
+
+
+@pytest.mark.filterwarnings("ignore::PIL.Image.DecompressionBombWarning")
+def test_a_huge_progressive_jpeg_is_refused_for_its_full_size_coefficients():
+    """libjpeg keeps a progressive JPEG's coefficients for the whole image at full size, whatever the scale."""
+    within = _progressive_with_dimensions(*PHONE)
+    assert load_image(within, min_side=MODEL_SIDE).size == (1000, 750)  # 144 MB of coefficients: within
+    bomb = _progressive_with_dimensions(12_000, 10_000)  # 120 megapixels claimed in 3 KB: 360 MB of them
+    started = time.process_time()
+    with pytest.raises(ImageError) as caught:
+        load_image(bomb, min_side=MODEL_SIDE)
+    assert time.process_time() - started < 0.5
+    message = str(caught.value)
+    assert message.startswith("image too large to decode: 12000x10000 JPEG in mode RGB would need about 35")
+    assert message.endswith("more than the limit of 192 MB (a progressive JPEG keeps its coefficients at full size)")
+
+
+def test_the_scans_of_a_large_jpeg_are_limited_by_the_work_they_make():
+    """100 scans of 36 megapixels were the most the limits let through before; 100 of 48 are more work."""
+    worst = corpus.progressive_scan_bomb(94)  # 6000x6000 grey, 100 scans: 3.6 billion coefficient passes
+    assert images._jpeg_scan_count(worst) == MAX_JPEG_SCANS
+    assert MAX_JPEG_SCANS * 6000 * 6000 <= images.MAX_JPEG_COEFFICIENT_PASSES  # (it runs into the deadline)
+    bomb = corpus.grey_scan_bomb(*PHONE, 100)
+    assert images._jpeg_scan_count(bomb) == 100
+    started = time.process_time()
+    with pytest.raises(ImageError) as caught:
+        load_image(bomb, min_side=MODEL_SIDE)
+    assert time.process_time() - started < 0.5
+    assert str(caught.value).startswith(
+        "JPEG of 8000x6000 pixels has 100 scans, which would pass over 4.8 billion coefficients, more than the"
+        " limit of 4 billion"
+    )
+    assert load_image(corpus.grey_scan_bomb(*PHONE, 10), min_side=MODEL_SIDE).size == (1000, 750)  # a real script's 10
+
+
+@pytest.mark.parametrize("progressive", [False, True], ids=["baseline", "progressive"])
+def test_decoding_an_8000x6000_phone_jpeg_stays_within_its_estimate(tmp_path, progressive):
+    """Peak resident memory of the 1/8 decode in a fresh process: a few MB baseline, the full-size
+    coefficients (144 MB) progressive; the estimate covers both."""
+    data = phone_jpeg(progressive)
+    image = images._open(data)
+    image.draft("RGB", (1000, 750))
+    needed = images._decode_bytes_needed(image, PHONE, images._jpeg_scan_count(data), len(data))
+    assert needed <= DEFAULT_MAX_DECODE_BYTES
+    assert (needed > 140 * 2**20) if progressive else (needed < 10 * 2**20)
+    path = tmp_path / "phone.jpg"
+    path.write_bytes(data)
+    script = (
+        "import resource, sys, time\n"
+        "from lookalike.images import load_image\n"
+        "data = open(sys.argv[1], 'rb').read()\n"
+        "before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
+        "started = time.thread_time()\n"
+        f"assert load_image(data, min_side={MODEL_SIDE}).size == (1000, 750)\n"
+        "print(time.thread_time() - started, (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) * 1024)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", script, str(path)], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    seconds, grown = result.stdout.split()
+    assert int(grown) <= needed * 1.1, (grown, needed)
+    assert float(seconds) < images.DEFAULT_MAX_DECODE_SECONDS / 3  # measured: 0.05 s baseline, 0.35 progressive
 
 
 # --- image_format ---------------------------------------------------------------------------------------------

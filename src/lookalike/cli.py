@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import sys
+import warnings
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -634,6 +635,10 @@ def models_command() -> None:
 
 
 def main() -> None:
+    # lookalike judges every picture's size itself (images.load_image, which accepts a 108-megapixel phone
+    # JPEG at 1/8 scale); Pillow's warning that an image over 89.5 megapixels "could be decompression bomb"
+    # would only come between the lines that say which files were refused and why.
+    warnings.filterwarnings("ignore", message=r"Image size \(\d+ pixels\) exceeds limit", module="PIL")
     try:  # typer 0.26+ carries its own click; older ones use click itself
         from typer._click.exceptions import UsageError
     except ImportError:

@@ -51,7 +51,10 @@ class Settings(BaseSettings):
     """Origins allowed to call the API from a browser (the reference front end runs on another origin)."""
     max_upload_bytes: int = 10 * 1024 * 1024
     max_pixels: int = 40_000_000
-    """Decompression-bomb guard: images with more pixels are refused before decoding."""
+    """Decompression-bomb guard: images that would decode to more pixels are refused before decoding. A JPEG
+    counts the pixels of the DCT scale it is decoded at (an 8000x6000 phone photo is 1000x750 for the model),
+    its header being held to ``images.MAX_JPEG_PIXELS`` (120 M) and its coefficients to ``max_decode_bytes``;
+    other formats count their header's size."""
     max_decode_bytes: int = 192 * 1024 * 1024
     """Memory one decode may need (estimated from the header, by format, mode and size) before it is refused;
     with ``max_decodes`` at once, their product bounds the memory images can take."""

@@ -1,7 +1,8 @@
 """Bytes in, an RGB picture out: decoding untrusted images safely, and the model's resize-and-crop.
 
-Everything here treats input as hostile: sizes are checked from the header before any pixel is decoded,
-only the formats product photos actually come in are parsed, and every decoder failure becomes an
+Everything here treats input as hostile: sizes are checked from the header before any pixel is decoded (a
+JPEG's at the DCT scale it will be decoded at, under a ceiling on its full size), only the formats product
+photos actually come in are parsed, and every decoder failure becomes an
 :class:`~lookalike.errors.ImageError` naming the problem. Before decoding, the memory the decode will hold is
 estimated from the header and refused over a budget, and a JPEG's scans are counted (progressive scans each
 cost a pass over the whole image); while decoding, every read Pillow makes checks a CPU-time deadline. Other
@@ -28,22 +29,36 @@ from PIL import ExifTags, Image, ImageFile, ImageOps, JpegImagePlugin
 from lookalike.errors import ImageError
 
 DEFAULT_MAX_BYTES: int = 30 * 1024 * 1024
+# Pixels one decode may produce: the whole picture for most formats, and for a JPEG the DCT-scaled picture
+# libjpeg actually makes (see MAX_JPEG_PIXELS). 40 megapixels of RGB take 160 MB in Pillow's layout.
 DEFAULT_MAX_PIXELS: int = 40_000_000
+# Pixels a JPEG's header may claim, whatever the scale it is decoded at. A JPEG drafted to 1/8 for the model
+# costs little beyond reading its data (an 8000x6000 phone photo of 2.6 MB: 50 ms of CPU and 4 MB baseline;
+# 0.35 s and 141 MB progressive, its coefficients; bench/bench_big_jpeg.py), so a JPEG is judged by the
+# pixels decoded (max_pixels), the memory (DEFAULT_MAX_DECODE_BYTES, with a progressive JPEG's full-size
+# coefficients) and the work of its scans (MAX_JPEG_COEFFICIENT_PASSES), not by its header's size. This
+# ceiling is only for sizes no camera makes: 120 megapixels is above the largest full-resolution phone photo
+# (108 MP, 12000x9000) and below Pillow's own guard, which refuses 179 megapixels (twice
+# Image.MAX_IMAGE_PIXELS) while opening any file (a 200 MP sensor's 16320x12240 photos too) and warns with a
+# DecompressionBombWarning from 89.5. A header-only 12000x10000 JPEG decodes at 1/8 in 25-35 ms and 8 MB.
+MAX_JPEG_PIXELS: int = 120_000_000
 # CPU seconds (of the decoding thread, so a busy server does not make good images fail) for opening and
-# decoding one image. On an AMD EPYC server core a 40-megapixel baseline JPEG decodes in 0.3 s and a 47 MB
-# 24-megapixel PNG in 0.8 s (the 30 MB input limit keeps real PNGs below that); the costliest JPEG the scan
-# limit lets through (100 full passes over 36 megapixels) takes 2.5 s.
+# decoding one image. On an AMD EPYC server core a 40-megapixel baseline JPEG decodes in 0.3 s at full size
+# (an 8000x6000 one at 1/8 in 0.05 s, progressive in 0.35 s) and a 47 MB 24-megapixel PNG in 0.8 s (the 30 MB
+# input limit keeps real PNGs below that); the costliest JPEG the scan limits let through (100 full passes
+# over 36 megapixels) takes 2.5-2.9 s.
 DEFAULT_MAX_DECODE_SECONDS: float = 3.0
 
 _MB = 1024 * 1024
 
 # Bytes one decode may hold at its peak: the decoded image in Pillow's layout, the decoder's own buffers and
 # the conversion to RGB. 192 MiB lets an ordinary 40-megapixel RGB JPEG or PNG through at full size (Pillow
-# keeps RGB in 4 bytes a pixel: 157 MiB with the decoder's state), and any JPEG drafted to 1/8 for the model;
-# it refuses a 40-megapixel float TIFF (355 MiB: 4 bytes a sample, then 8-bit grey, then RGB), RGBA PNG (309
-# MiB with its white background) or progressive JPEG at full size (271 MiB with libjpeg's coefficients),
-# and WebP above about 12 megapixels (libwebp's buffers take 16 bytes a pixel). A handful of requests at
-# once then stays within a gigabyte.
+# keeps RGB in 4 bytes a pixel: 157 MiB with the decoder's state), any baseline JPEG drafted to 1/8 for the
+# model, and a progressive one of up to about 64 megapixels in 4:2:0 (an 8000x6000 one: 144 MiB, nearly all
+# libjpeg's coefficients, which stay at full size); it refuses a 40-megapixel float TIFF (355 MiB: 4 bytes a
+# sample, then 8-bit grey, then RGB), RGBA PNG (309 MiB with its white background) or progressive JPEG at full
+# size (271 MiB with libjpeg's coefficients), and WebP above about 12 megapixels (libwebp's buffers take 16
+# bytes a pixel). A handful of requests at once then stays within a gigabyte.
 DEFAULT_MAX_DECODE_BYTES: int = 192 * _MB
 
 # Scans a JPEG may have. Each progressive scan is one more pass over the image's whole coefficient buffer, so
@@ -53,6 +68,12 @@ DEFAULT_MAX_DECODE_BYTES: int = 192 * _MB
 # (LIBTIFF_JPEG_MAX_ALLOWED_SCAN_NUMBER), NVIDIA nvImageCodec more than 256, and libjpeg-turbo's djpeg offers
 # -maxscans for the same attack; 100 is libtiff's choice, far above any real encoder.
 MAX_JPEG_SCANS: int = 100
+# Coefficients all of a JPEG's scans may pass over together: scans x the coefficients of the whole image, at
+# full size (DCT scaling only makes the last step, the inverse DCT, cheaper). 100 scans of 40 megapixels of
+# grey: the costliest JPEG the scan limit let through while every JPEG had to fit in max_pixels at full size
+# (about 3 s of CPU, the decode deadline), so that larger JPEGs do not raise that worst case. Real files stay
+# far below it: a progressive 8000x6000 4:2:0 photo has 10 scans of 72 million coefficients, 0.7 billion.
+MAX_JPEG_COEFFICIENT_PASSES: int = MAX_JPEG_SCANS * 40_000_000
 # Markers the scan counter walks before giving up (one Python step each): real files have tens, a few hundred
 # with a large ICC profile or with 100 scans and their tables; millions of empty segments would be a way to
 # make the walk itself slow.
@@ -112,26 +133,52 @@ def load_image(
     times faster than decoding full size and throwing most pixels away. Animated images give their first
     frame; EXIF orientation is applied, so the result is the picture as a person would see it.
 
-    Refused before any pixel is decoded: more than ``max_bytes`` of input, more than ``max_pixels`` pixels,
-    a JPEG of more than :data:`MAX_JPEG_SCANS` scans, and a decode estimated to hold more than
-    ``max_decode_bytes`` of memory (see :func:`_decode_bytes_needed`). Opening and decoding may take at most
-    ``max_decode_seconds`` of the calling thread's CPU time; Pillow's reads check it, so a decoder busy in
-    one call (WebP, AVIF and compressed TIFF decode all at once) is only stopped at its next read.
+    Refused before any pixel is decoded: more than ``max_bytes`` of input; more than ``max_pixels`` pixels
+    to decode; a decode estimated to hold more than ``max_decode_bytes`` of memory (see
+    :func:`_decode_bytes_needed`); and for a JPEG, more than :data:`MAX_JPEG_SCANS` scans or more than
+    :data:`MAX_JPEG_COEFFICIENT_PASSES` coefficients for its scans to pass over.
+
+    ``max_pixels`` counts the pixels the decoder produces. For most formats that is the whole picture, so it
+    is checked against the header's size. A JPEG is decoded at its DCT scale instead (an 8000x6000 phone
+    photo as 1000x750 for a ``min_side`` of 274), which costs little beyond reading its data: its drafted
+    size is what ``max_pixels`` limits. The full size still decides the rest: a header may claim at most
+    :data:`MAX_JPEG_PIXELS` (or ``max_pixels`` if that is more), whatever the scale, as a 13000x13000 header
+    in a few hundred bytes is a bomb, not a photo; and a progressive JPEG's coefficients, which libjpeg keeps
+    for the whole image at full size, count in the memory estimate and in the work of its scans: these refuse
+    a progressive 12000x10000 (360 MB of coefficients) and a 48-megapixel JPEG of a hundred scans, at any
+    scale. Other formats have no DCT scaling, and keep ``max_pixels`` as the limit on their header's size.
+
+    Opening and decoding may take at most ``max_decode_seconds`` of the calling thread's CPU time; Pillow's
+    reads check it, so a decoder busy in one call (WebP, AVIF and compressed TIFF decode all at once) is only
+    stopped at its next read.
     """
     if len(data) > max_bytes:
         raise ImageError(f"file too large: {_format_bytes(len(data))} exceeds {_format_bytes(max_bytes)}")
     image = _open(data, max_decode_seconds)
     width, height = image.size
-    if width * height > max_pixels:
+    is_jpeg = isinstance(image, JpegImagePlugin.JpegImageFile)  # MPO (a camera's multi-picture JPEG) too
+    jpeg_ceiling = max(MAX_JPEG_PIXELS, max_pixels)
+    if is_jpeg and width * height > jpeg_ceiling:
+        raise ImageError(
+            f"image too large: {width}x{height} pixels exceeds the limit of {jpeg_ceiling:,} for a JPEG at any scale"
+        )
+    if not is_jpeg and width * height > max_pixels:
         raise ImageError(f"image too large: {width}x{height} pixels exceeds the limit of {max_pixels:,}")
     scans = 0
     try:
-        if isinstance(image, JpegImagePlugin.JpegImageFile):
+        if is_jpeg:
             scans = _jpeg_scan_count(data)
             if scans > MAX_JPEG_SCANS:
                 raise ImageError(
                     f"JPEG has {scans:,} scans, more than the limit of {MAX_JPEG_SCANS}"
                     " (every progressive scan is another pass over the whole image)"
+                )
+            passes = scans * _jpeg_coefficients(image, (width, height))
+            if passes > MAX_JPEG_COEFFICIENT_PASSES:
+                raise ImageError(
+                    f"JPEG of {width}x{height} pixels has {scans} scans, which would pass over"
+                    f" {passes / 1e9:.1f} billion coefficients, more than the limit of"
+                    f" {MAX_JPEG_COEFFICIENT_PASSES / 1e9:g} billion (every scan is another pass over the whole image)"
                 )
             if min_side is not None and min_side > 0:
                 scale = _jpeg_scale(min(width, height), min_side)
@@ -139,11 +186,19 @@ def load_image(
                     # draft() uses the largest of 8/4/2/1 not above min(width // w, height // h) for a
                     # request (w, h); asking for size // scale makes that exactly ``scale``, aspect kept.
                     image.draft("RGB", (width // scale, height // scale))
+            decoded_width, decoded_height = image.size
+            if decoded_width * decoded_height > max_pixels:
+                scaled = "" if image.size == (width, height) else f", decoded as {decoded_width}x{decoded_height},"
+                raise ImageError(
+                    f"image too large: {width}x{height} pixels{scaled} exceeds the limit of {max_pixels:,}"
+                )
         needed = _decode_bytes_needed(image, (width, height), scans, len(data))
         if needed > max_decode_bytes:
+            coefficients = " (a progressive JPEG keeps its coefficients at full size)" if is_jpeg and scans > 1 else ""
             raise ImageError(
                 f"image too large to decode: {width}x{height} {image.format} in mode {image.mode} would need"
                 f" about {_format_bytes(needed)} of memory, more than the limit of {_format_bytes(max_decode_bytes)}"
+                + coefficients
             )
         image.decodermaxblock = _DECODE_BLOCK  # read by ImageFile.load: small reads, frequent deadline checks
         image.load()
@@ -491,8 +546,13 @@ def _decoder_bytes(image: ImageFile.ImageFile, full_size: tuple[int, int], scans
 
 
 def _jpeg_coefficient_bytes(image: JpegImagePlugin.JpegImageFile, full_size: tuple[int, int]) -> int:
-    """libjpeg's whole-image coefficient buffer for a multi-scan JPEG: for every component, its 8x8 blocks
-    (rounded up to whole MCUs) of 64 two-byte coefficients, at the full (not DCT-scaled) size."""
+    """libjpeg's whole-image coefficient buffer for a multi-scan JPEG: two bytes a coefficient."""
+    return 2 * _jpeg_coefficients(image, full_size)
+
+
+def _jpeg_coefficients(image: JpegImagePlugin.JpegImageFile, full_size: tuple[int, int]) -> int:
+    """The DCT coefficients of a whole JPEG: for every component, its 8x8 blocks (rounded up to whole MCUs)
+    of 64, at the full (not DCT-scaled) size."""
     width, height = full_size
     layers = getattr(image, "layer", None) or [(0, 1, 1, 0)] * len(image.getbands())
     h_max = max(max(1, layer[1]) for layer in layers)
@@ -502,7 +562,7 @@ def _jpeg_coefficient_bytes(image: JpegImagePlugin.JpegImageFile, full_size: tup
         h, v = max(1, h), max(1, v)
         blocks_wide = math.ceil(math.ceil(width * h / h_max) / 8)
         blocks_high = math.ceil(math.ceil(height * v / v_max) / 8)
-        total += (-(-blocks_wide // h) * h) * (-(-blocks_high // v) * v) * 64 * 2
+        total += (-(-blocks_wide // h) * h) * (-(-blocks_high // v) * v) * 64
     return total
 
 

@@ -214,6 +214,38 @@ def jpeg_with_dimensions(width: int, height: int) -> bytes:
     return bytes(data)
 
 
+def progressive_jpeg_with_dimensions(width: int, height: int) -> bytes:
+    """A real small progressive JPEG whose SOF2 marker is rewritten to claim ``width`` x ``height``: libjpeg
+    would keep the coefficients of all of it at full size, however small it is decoded."""
+    data = bytearray(encode(photo(5, (64, 64)), "JPEG", quality=80, progressive=True))
+    at = data.index(b"\xff\xc2")
+    data[at + 5 : at + 9] = struct.pack(">HH", height, width)
+    return bytes(data)
+
+
+@functools.cache
+def grey_scan_bomb(width: int, height: int, scans: int = 100) -> bytes:
+    """A flat grey progressive JPEG whose last scan is repeated up to ``scans`` scans in all (within the scan
+    limit): at 8000x6000, 100 passes over 48 million coefficients in 192 KB."""
+    data = encode(Image.new("L", (width, height), 128), "JPEG", progressive=True, quality=75)
+    last_scan, end = data.rindex(b"\xff\xc4"), data.rindex(b"\xff\xd9")
+    return data[:end] + data[last_scan:end] * (scans - data.count(b"\xff\xda")) + data[end:]
+
+
+@functools.cache
+def phone_photo(progressive: bool = False) -> bytes:
+    """Photo A as a 48-megapixel phone camera shoots it upright: stored 8000x6000 with EXIF orientation 6,
+    shown 6000x8000 (the photo scaled up to 6000x7500 on its background); 0.9 MB at quality 85. (No camera
+    grain: on these flat synthetic photos any grain costs the match more than the 0.9 the corpus asks;
+    bench/bench_big_jpeg.py measures a grainy 2.6 MB one.)"""
+    upright = Image.new("RGB", (6000, 8000), (235, 235, 235))
+    upright.paste(_ref(PHOTO_A).resize((6000, 7500), Image.Resampling.BICUBIC), (0, 250))
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    stored = upright.transpose(Image.Transpose.ROTATE_90)  # orientation 6 turns it back
+    return encode(stored, "JPEG", quality=85, progressive=progressive, exif=exif.tobytes())
+
+
 def tiff_with_dimensions(width: int, height: int) -> bytes:
     data = bytearray(encode(photo(6, (64, 64)), "TIFF"))
     # Rewrite tags 256/257 (ImageWidth/ImageLength) in the first IFD (little-endian, as Pillow writes).
@@ -501,6 +533,20 @@ def image_cases() -> list[ImageCase]:
         _a("jpeg named .gif", "accepted/jpeg-named.gif", _jpeg_a, PHOTO_A, "wrong extension"),
         _a("jpeg named .txt", "accepted/jpeg-named.txt", _jpeg_a, PHOTO_A, "wrong extension"),
         _a("1x40000 strip", "accepted/strip-1x40000.png", thin_strip, None, "dimensions"),
+        # A JPEG is limited by the size it is decoded at (1/8 here), no longer by its header's 48 megapixels.
+        ImageCase(
+            "phone jpeg 8000x6000", "dimensions", "phone.jpg", phone_photo, 200, None, finds=PHOTO_A, committed=False
+        ),
+        ImageCase(
+            "progressive phone jpeg 8000x6000",
+            "dimensions",
+            "phone-progressive.jpg",
+            lambda: phone_photo(progressive=True),
+            200,
+            None,
+            finds=PHOTO_A,
+            committed=False,
+        ),
         # -- empty and truncated
         _r("zero bytes", "refused/empty.jpg", lambda: b"", "empty", "empty"),
         _r("one byte", "refused/one-byte.jpg", lambda: b"\xff", "truncated", "not an image"),
@@ -546,6 +592,31 @@ def image_cases() -> list[ImageCase]:
         _r("float tiff 8000x5000", "float-8000x5000.tif", float_tiff_bomb, "bomb", "memory", committed=False),
         _r("gif 65535x65535", "refused/bomb.gif", gif_screen_bomb, "bomb", "too large"),
         _r("jpeg 65500x65500", "refused/bomb.jpg", lambda: jpeg_with_dimensions(65500, 65500), "bomb", "too large"),
+        _r(
+            "jpeg 13000x13000 header",
+            "refused/bomb-13000.jpg",
+            lambda: jpeg_with_dimensions(13000, 13000),
+            "bomb",
+            "too large",
+            "120,000,000 for a JPEG",
+        ),
+        _r(
+            "progressive jpeg 9000x9000 header",
+            "refused/bomb-progressive.jpg",
+            lambda: progressive_jpeg_with_dimensions(9000, 9000),
+            "bomb",
+            "memory",
+            "coefficients at full size",
+        ),
+        _r(
+            "grey jpeg 8000x6000, 100 scans",
+            "scan-work-bomb.jpg",
+            lambda: grey_scan_bomb(8000, 6000),
+            "bomb",
+            "100 scans",
+            "billion coefficients",
+            committed=False,
+        ),
         _r("tiff 100000x100000", "refused/bomb.tif", lambda: tiff_with_dimensions(100_000, 100_000), "bomb", "large"),
         _r("bmp 60000x60000", "refused/bomb.bmp", lambda: bmp_with_dimensions(60_000, 60_000), "bomb", "large"),
         _r("webp 16384x16384", "refused/bomb.webp", lambda: webp_vp8x_with_dimensions(16384, 16384), "bomb", "large"),
