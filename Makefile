@@ -23,6 +23,8 @@ install: $(STAMP)
 
 demo: install
 	$(VENV)/bin/lookalike index clothing --index $(INDEX)
+	# Labels that are not for shoppers stay out of the page's filters (the setting is kept in the index).
+	$(VENV)/bin/lookalike display --index $(INDEX) --hide 'label=Not sure' --hide label=Skip
 	$(PY) examples/demo_search.py --index $(INDEX)
 	@echo "Open http://127.0.0.1:8000/ (API docs at /docs); Ctrl+C stops the server."
 	$(VENV)/bin/lookalike serve --index $(INDEX) --host 127.0.0.1 --port 8000

@@ -69,7 +69,7 @@ def assert_error(response: httpx.Response, status: int, code: str, *words: str) 
     assert response.status_code == status, (response.status_code, response.text)
     assert response.headers["content-type"].startswith("application/json")
     body = response.json()
-    assert set(body) == {"error"} and set(body["error"]) == {"code", "message"}, body
+    assert set(body) == {"error"} and set(body["error"]) - {"reason"} == {"code", "message"}, body
     assert body["error"]["code"] == code, body
     message = body["error"]["message"]
     assert isinstance(message, str) and message
@@ -445,6 +445,8 @@ class Bad:
     code: str
     words: tuple[str, ...] = ()
     app: str = "client"
+    reason: str | None = None
+    """The finer cause the page words its message by (``error.reason``), where there is one."""
 
 
 def _upload(data: bytes, **form: str) -> Callable[[TestClient, Server], httpx.Response]:
@@ -601,13 +603,21 @@ BAD_INPUTS: dict[str, Bad] = {
     ),
     "redirect to a private address": Bad(_url(lambda s: s.url("/to-private")), 400, "blocked_url", ("10.0.0.1",)),
     "unreachable url": Bad(
-        _url(lambda s: f"http://127.0.0.1:{CLOSED_PORT}/photo.jpg"), 400, "fetch_failed", (str(CLOSED_PORT),)
+        _url(lambda s: f"http://127.0.0.1:{CLOSED_PORT}/photo.jpg"),
+        400,
+        "fetch_failed",
+        (str(CLOSED_PORT),),
+        reason="unreachable",
     ),
-    "404 url": Bad(_url(lambda s: s.url("/missing.jpg")), 400, "fetch_failed", ("404",)),
-    "html url": Bad(_url(lambda s: s.url("/page.html")), 400, "fetch_failed", ("text/html",)),
-    "slow url": Bad(_url(lambda s: s.url("/slow.jpg")), 400, "fetch_failed", ("timed out",)),
-    "huge url, declared": Bad(_url(lambda s: s.url("/huge-declared.jpg")), 400, "fetch_failed", ("too large",)),
-    "huge url, streamed": Bad(_url(lambda s: s.url("/huge-streamed.jpg")), 400, "fetch_failed", ("too large",)),
+    "404 url": Bad(_url(lambda s: s.url("/missing.jpg")), 400, "fetch_failed", ("404",), reason="not_found"),
+    "html url": Bad(_url(lambda s: s.url("/page.html")), 400, "fetch_failed", ("text/html",), reason="not_an_image"),
+    "slow url": Bad(_url(lambda s: s.url("/slow.jpg")), 400, "fetch_failed", ("timed out",), reason="timeout"),
+    "huge url, declared": Bad(
+        _url(lambda s: s.url("/huge-declared.jpg")), 400, "fetch_failed", ("too large",), reason="too_large"
+    ),
+    "huge url, streamed": Bad(
+        _url(lambda s: s.url("/huge-streamed.jpg")), 400, "fetch_failed", ("too large",), reason="too_large"
+    ),
 }
 
 
@@ -617,7 +627,8 @@ def test_bad_search_input_is_a_clear_4xx_and_changes_nothing(case: Bad, request,
     started = time.perf_counter()
     response = case.send(test_client, server)
     elapsed = time.perf_counter() - started
-    assert_error(response, case.status, case.code, *case.words)
+    error = assert_error(response, case.status, case.code, *case.words)
+    assert error.get("reason") == case.reason
     assert elapsed < URL_TIMEOUT * 3 + 1.5, f"a bad input took {elapsed:.1f} s to refuse"
     unchanged(test_client)
 
@@ -671,7 +682,7 @@ def test_get_image_original_thumbnail_and_etag(client: TestClient, photos: Path)
 
 
 def test_facets_info_and_health(client: TestClient) -> None:
-    assert client.get("/api/facets").json() == {"fields": {"folder": {"tops": 6, "shoes": 6}}}
+    assert client.get("/api/facets").json() == {"fields": {"folder": {"tops": 6, "shoes": 6}}, "ranges": {}}
     info = client.get("/api/info").json()
     assert info["model"] == "efficientnet-lite0" and info["items"] == 12
     assert info["dim"] > 0 and info["kind"] == "exact" and info["metric"]

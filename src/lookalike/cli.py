@@ -207,6 +207,41 @@ def calibrate_command(
         typer.echo(json.dumps(calibration.to_note() | ({"colour": note} if note else {}), indent=2))
 
 
+@app.command("display")
+def display_command(
+    assignments: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--set",
+            help="ROLE=FIELD, roles: title, price, currency, url, brand, category, image (currency=EUR: one currency)",
+        ),
+    ] = None,
+    hide: Annotated[
+        list[str] | None, typer.Option(help="FIELD=VALUE: leave a value out of the filters; FIELD: the whole field")
+    ] = None,
+    reset: Annotated[bool, typer.Option(help="Forget the stored setting first")] = False,
+    index: IndexOption = None,
+    backend: BackendOption = None,
+    url: UrlOption = None,
+    name: NameOption = None,
+) -> None:
+    """Show or set how the search page shows items (title, price, link...) and which filters it offers."""
+    from lookalike import display
+    from lookalike.index.backends import open_index
+
+    vector_index = open_index(_target(index, backend, url, name))
+    try:
+        stored = display.Display() if reset else display.from_note(vector_index.notes().get(display.NOTE))
+        change = display.parse_assignments(assignments or []).merged(display.parse_hidden(hide or []))
+        updated = stored.merged(change)
+        if reset or assignments or hide:
+            vector_index.write_note(display.NOTE, updated.to_note())
+        for line in updated.resolved(vector_index.fields()).describe():
+            typer.echo(line)
+    finally:
+        vector_index.close()
+
+
 @app.command("duplicates")
 def duplicates_command(
     index: IndexOption = None,
@@ -515,6 +550,12 @@ def serve_command(
     root_path: Annotated[
         str, typer.Option(help="The path prefix a proxy or API-gateway stage serves this under (/Prod)")
     ] = "",
+    display: Annotated[
+        str | None, typer.Option(help="How items are shown, over the index's setting: title=FIELD,price=FIELD,...")
+    ] = None,
+    hide: Annotated[
+        list[str] | None, typer.Option(help="FIELD=VALUE or FIELD the filters leave out (over the index's setting)")
+    ] = None,
     backend: BackendOption = None,
     url: UrlOption = None,
     name: NameOption = None,
@@ -525,10 +566,14 @@ def serve_command(
     from lookalike.api import create_app
     from lookalike.catalog import open_catalog
     from lookalike.config import get_settings
+    from lookalike.display import parse_assignments, parse_hidden
     from lookalike.malloc import limit_arenas
 
     limit_arenas()  # before the request and OpenMP threads exist (see lookalike.malloc)
     settings = get_settings()
+    if display is not None or hide:
+        settings = settings.model_copy(update={"display": display or settings.display, "hide": hide or settings.hide})
+    parse_assignments(settings.display), parse_hidden(settings.hide)  # a bad setting stops here, not per request
     catalog = open_catalog(_target(index, backend, url, name))
     typer.echo(f"serving {catalog.index.count()} items ({catalog.embedder.name}) on http://{host}:{port}/")
     try:

@@ -87,6 +87,12 @@ class Settings(BaseSettings):
     the oldest go first past this size (0: no disk store)."""
     query_store_days: float = 30.0
     """How long a query image stays on disk since it was last searched with."""
+    display: str = ""
+    """How the page shows items, over the index's own setting: ``title=name,price=cost,currency=EUR``
+    (``lookalike display --help`` lists the roles)."""
+    hide: list[str] = []
+    """Filter values (``label=Skip``) or whole fields (``sender_id``) the page does not offer, over the
+    index's own setting."""
     rate_limit: str | None = None
     """Requests per client address, e.g. "30/s" or "600/min" (a token bucket each); unset: no limit."""
     rate_burst: int | None = None

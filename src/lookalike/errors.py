@@ -5,7 +5,14 @@ Every error lookalike raises on purpose derives from :class:`LookalikeError`; an
 
 
 class LookalikeError(Exception):
-    """Base of all expected failures: bad input, missing files, mismatched models."""
+    """Base of all expected failures: bad input, missing files, mismatched models.
+
+    ``reason`` names the cause more finely than the class where a client would word it differently (a link
+    that is a web page, not a picture: ``not_an_image``); the API passes it on as ``error.reason``."""
+
+    def __init__(self, message: str = "", reason: str | None = None) -> None:
+        super().__init__(message)
+        self.reason = reason
 
 
 class ImageError(LookalikeError):

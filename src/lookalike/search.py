@@ -5,6 +5,7 @@ Timings per stage come back with the results, because "milliseconds" is a promis
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
@@ -16,6 +17,7 @@ from lookalike import colour
 from lookalike.catalog import Catalog
 from lookalike.confidence.judge import judge
 from lookalike.confidence.tiers import TIERS
+from lookalike.crop import Crop, crop_of_box
 from lookalike.errors import LookalikeError, NotFoundError
 from lookalike.feedback import MAX_FEEDBACK, steer
 from lookalike.images import (
@@ -93,6 +95,9 @@ class EmbeddedQuery:
     vector: np.ndarray
     colour: np.ndarray
     timings: dict[str, float]
+    box: Crop | None = None
+    """Where the focus stage found the product, as fractions of the picture the shopper gave (None without
+    focus, or when nothing stood out): the page offers it as the starting crop."""
 
 
 def embed_query(
@@ -102,24 +107,33 @@ def embed_query(
     max_bytes: int = DEFAULT_MAX_BYTES,
     max_decode_bytes: int = DEFAULT_MAX_DECODE_BYTES,
     max_decode_seconds: float = DEFAULT_MAX_DECODE_SECONDS,
+    crop: Crop | None = None,
 ) -> EmbeddedQuery:
     """Decode one query image (the one guarded decode), embed it, and describe its colour from the same
-    crop the model saw (so it compares with the catalogue's, taken at ingest the same way)."""
+    crop the model saw (so it compares with the catalogue's, taken at ingest the same way).
+
+    With ``crop`` only that region is searched; the picture is then decoded larger (a JPEG's scaled decode
+    would otherwise leave a small region with too few pixels), within the same limits."""
     watch = _Stopwatch()
+    embedder = catalog.embedder
+    min_side = embedder.decode_min_side if crop is None else math.ceil(embedder.decode_min_side * crop.zoom)
     image = load_image(
         data,
-        min_side=catalog.embedder.decode_min_side,
+        min_side=min_side,
         max_pixels=max_pixels,
         max_bytes=max_bytes,
         max_decode_bytes=max_decode_bytes,
         max_decode_seconds=max_decode_seconds,
     )
-    pixels = catalog.embedder.prepare(image)
+    if crop is not None:
+        image = crop.apply(image)
+    pixels, found = embedder.prepare_with_box(image)
+    box = crop_of_box(found, image.size) if found is not None and crop is None else None
     shade = colour.describe(pixels)
     watch.lap("decode")
-    vector = catalog.embedder.embed_prepared(pixels[None])[0]
+    vector = embedder.embed_prepared(pixels[None])[0]
     watch.lap("embed")
-    return EmbeddedQuery(vector, shade, watch.timings)
+    return EmbeddedQuery(vector, shade, watch.timings, box)
 
 
 COLOUR_POOL = 2

@@ -30,8 +30,11 @@ STATUS_AND_CODE: list[tuple[type[Exception], int, str]] = [
 ]
 
 
-def error_response(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
-    return JSONResponse({"error": {"code": code, "message": message}}, status_code=status, headers=headers)
+def error_response(
+    status: int, code: str, message: str, headers: dict[str, str] | None = None, reason: str | None = None
+) -> JSONResponse:
+    error = {"code": code, "message": message} | ({"reason": reason} if reason else {})
+    return JSONResponse({"error": error}, status_code=status, headers=headers)
 
 
 def _for_lookalike_error(_: Request, exc: Exception) -> JSONResponse:
@@ -39,7 +42,7 @@ def _for_lookalike_error(_: Request, exc: Exception) -> JSONResponse:
         if isinstance(exc, kind):
             # A 503 says when to come back, so well-behaved clients and proxies back off instead of hammering.
             retry = {"Retry-After": str(getattr(exc, "retry_after", 2))} if status == 503 else None
-            return error_response(status, code, str(exc), retry)
+            return error_response(status, code, str(exc), retry, getattr(exc, "reason", None))
     return error_response(400, "bad_request", str(exc))
 
 

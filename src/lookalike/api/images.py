@@ -63,6 +63,22 @@ def _local_path(location: str) -> Path:
     return Path(location.removeprefix("file://"))
 
 
+def read_item_image(item: Item) -> bytes:
+    """The bytes of an item's picture from a file or object storage (not a web link: see the caller)."""
+    location = item.location
+    if not location:
+        raise NotFoundError(f"item {item.id!r} has no image location")
+    if _is_local(location):
+        path = _local_path(location)
+        if not path.is_file():
+            raise NotFoundError(f"the image of item {item.id!r} is no longer at its location")
+        return path.read_bytes()
+    import fsspec
+
+    filesystem, path = fsspec.core.url_to_fs(location)
+    return bytes(filesystem.cat_file(path))
+
+
 def image_response(item: Item, size: int | None, request: Request, thumbnails: ThumbnailCache) -> Response:
     """The response for ``GET /api/images/{id}``."""
     location = item.location

@@ -22,8 +22,12 @@ from lookalike.api.schemas import (
     Facets,
     Info,
     ItemOut,
+    Range,
     SearchRequest,
     SearchResponse,
+)
+from lookalike.api.schemas import (
+    Display as DisplayOut,
 )
 from lookalike.api.service import (
     THUMBNAIL_SIZE,
@@ -36,7 +40,9 @@ from lookalike.api.service import (
 )
 from lookalike.api.uploads import forget_upload, store_upload, upload_path
 from lookalike.confidence.tiers import TIERS
+from lookalike.crop import parse_crop
 from lookalike.errors import FilterError, ImageError, LookalikeError, NotFoundError
+from lookalike.facets import shop_facets
 from lookalike.images import image_format
 from lookalike.index import Item, validate
 from lookalike.ingest import content_hash
@@ -63,6 +69,7 @@ SEARCH_BODY = {
                         "min_tier": {"type": "string", "enum": list(TIERS)},
                         "dedupe": {"type": "boolean", "default": True},
                         "colour": {"type": "number", "minimum": 0, "maximum": 1},
+                        "crop": {"type": "string", "description": "left,top,right,bottom: fractions 0 to 1"},
                     },
                 }
             },
@@ -76,7 +83,7 @@ async def search(request: Request, state: State) -> SearchResponse:
     """Find the k items most like a query: an uploaded file (multipart), or JSON with one of
     ``image_base64``, ``url``, ``id`` or ``ref``."""
     if request.headers.get("content-type", "").startswith("multipart/form-data"):
-        form = await request.form(max_files=1, max_fields=8)
+        form = await request.form(max_files=1, max_fields=len(SEARCH_FORM_FIELDS))
         _check_form_fields(form.keys(), SEARCH_FORM_FIELDS)
         upload = form.get("image")
         if not isinstance(upload, UploadFile):
@@ -91,7 +98,8 @@ async def search(request: Request, state: State) -> SearchResponse:
             min_tier=_form_tier(form),
             colour=_form_float(form.get("colour"), "colour"),
         )
-        return await run_search(state, "upload", data, k, filter, min_score, offset, shaping=shaping)
+        crop = parse_crop(form.get("crop"))
+        return await run_search(state, "upload", data, k, filter, min_score, offset, shaping=shaping, crop=crop)
     try:
         body = SearchRequest.model_validate_json(await request.body())
     except ValidationError as exc:
@@ -107,12 +115,23 @@ async def search(request: Request, state: State) -> SearchResponse:
     else:
         kind, value = "feedback", None
     shaping = Shaping(dedupe=body.dedupe, min_tier=body.min_tier, colour=body.colour)
+    crop = parse_crop(body.crop)
     return await run_search(
-        state, kind, value, body.k, body.filter, body.min_score, body.offset, body.positive, body.negative, shaping
+        state,
+        kind,
+        value,
+        body.k,
+        body.filter,
+        body.min_score,
+        body.offset,
+        body.positive,
+        body.negative,
+        shaping,
+        crop,
     )
 
 
-SEARCH_FORM_FIELDS = ("image", "k", "filter", "min_score", "offset", "min_tier", "dedupe", "colour")
+SEARCH_FORM_FIELDS = ("image", "k", "filter", "min_score", "offset", "min_tier", "dedupe", "colour", "crop")
 ITEM_FORM_FIELDS = ("image", "id", "metadata")
 
 
@@ -224,9 +243,17 @@ def get_image(
 
 
 @router.get("/api/facets", response_model=Facets, tags=["search"])
-def facets(state: State) -> Facets:
-    """Metadata fields and their values with counts, for building filters."""
-    return Facets(fields=state.catalog.index.facets())
+def facets(
+    state: State,
+    filter: Annotated[str | None, Query(description='The filter chosen so far, as JSON: {"label": "Skirt"}')] = None,
+) -> Facets:
+    """The filter choices to offer: metadata fields and their values, each value counted among the items the
+    *other* chosen filters leave; numeric fields as ranges. Fields naming one item each (title, link, ids)
+    and the values and fields the display hides are left out."""
+    found = shop_facets(state.catalog.index, _form_filter(filter), state.display())
+    return Facets(
+        fields=found.fields, ranges={name: Range(min=low, max=high) for name, (low, high) in found.ranges.items()}
+    )
 
 
 @router.get("/api/duplicates", response_model=Duplicates, tags=["items"])
@@ -257,7 +284,9 @@ async def duplicates(
 
 @router.get("/api/info", response_model=Info, tags=["search"])
 def info(state: State) -> Info:
+    """What the index holds and how the page should show it (its display: which field is the title...)."""
     settings = state.catalog.index.settings
+    display = state.display()
     return Info(
         model=str(settings.embedding.get("model")),
         dim=settings.dim,
@@ -265,6 +294,10 @@ def info(state: State) -> Info:
         kind=settings.kind,
         items=state.catalog.index.count(),
         read_only=state.settings.api_key is None,
+        display=DisplayOut(fields=display.fields, currency_code=display.currency_code),
+        calibrated=state.catalog.calibration() is not None,
+        colour_weight=state.catalog.colour_weight(),
+        focus=state.catalog.embedder.focus is not None,
     )
 
 

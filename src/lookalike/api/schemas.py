@@ -39,6 +39,12 @@ class SearchRequest(BaseModel):
     colour: float | None = Field(
         None, ge=0, le=1, description="How much colour matters: 0 shape only (any colour) to 1 colour dominates"
     )
+    crop: list[float] | None = Field(
+        None,
+        min_length=4,
+        max_length=4,
+        description="Search with this region of the query picture: left, top, right, bottom as fractions 0-1",
+    )
 
     @model_validator(mode="after")
     def one_query(self) -> SearchRequest:
@@ -70,6 +76,10 @@ class QueryInfo(BaseModel):
     id: str | None = None
     url: str | None = None
     image_url: str | None = None
+    crop: list[float] | None = None
+    """The region searched (left, top, right, bottom, fractions of the picture), when one was given."""
+    box: list[float] | None = None
+    """Where the focus stage found the product in the picture (same form), when focus is on: a starting crop."""
 
 
 class SearchResponse(BaseModel):
@@ -113,8 +123,23 @@ class ItemOut(BaseModel):
     thumbnail_url: str
 
 
+class Range(BaseModel):
+    min: float
+    max: float
+
+
 class Facets(BaseModel):
     fields: dict[str, dict[str, int]]
+    """Field -> value -> items matching the other filters (every filter but this field's own)."""
+    ranges: dict[str, Range] = {}
+    """Numeric field -> lowest and highest value under the other filters (for a price range control)."""
+
+
+class Display(BaseModel):
+    """How the page shows an item: role -> metadata field (see ``lookalike display``)."""
+
+    fields: dict[str, str]
+    currency_code: str | None = None
 
 
 class Info(BaseModel):
@@ -124,6 +149,13 @@ class Info(BaseModel):
     kind: str
     items: int
     read_only: bool
+    display: Display | None = None
+    calibrated: bool = False
+    """Whether results carry tiers (the page can then say "no close match" and "same item")."""
+    colour_weight: float = 0.0
+    """How much colour weighs in a search that does not say (``colour``): the catalogue's default."""
+    focus: bool = False
+    """Whether the focus stage finds the product in a query picture (its box comes back as ``query.box``)."""
 
 
 class ReferenceImageRequest(BaseModel):

@@ -16,14 +16,17 @@ from fastapi import Request
 from fastapi.concurrency import run_in_threadpool
 
 from lookalike.api.capacity import Slots
-from lookalike.api.images import ThumbnailCache, image_path
+from lookalike.api.images import ThumbnailCache, image_path, read_item_image
 from lookalike.api.metrics import Metrics
 from lookalike.api.query_cache import QueryCache
 from lookalike.api.schemas import QueryInfo, Result, SearchResponse
 from lookalike.catalog import Catalog
 from lookalike.config import Settings
-from lookalike.errors import ImageError, NotCalibratedError, NotFoundError, PayloadTooLargeError
-from lookalike.index import Filter
+from lookalike.crop import Crop
+from lookalike.display import NOTE as DISPLAY_NOTE
+from lookalike.display import Display, from_note, parse_assignments, parse_hidden
+from lookalike.errors import ImageError, LookalikeError, NotCalibratedError, NotFoundError, PayloadTooLargeError
+from lookalike.index import Filter, Item
 from lookalike.search import DEFAULT_SHAPING, EmbeddedQuery, Shaping, embed_query, search_item, search_steered
 from lookalike.sources.fetch import AddressGuard, fetch_bytes
 
@@ -44,6 +47,7 @@ class ServerState:
     save_lock: threading.Lock = field(default_factory=threading.Lock)
     duplicates_lock: threading.Lock = field(default_factory=threading.Lock)
     _duplicates: tuple[Any, list[Any]] | None = None
+    _display: Display | None = None
     fetch_slots: Slots = field(init=False)
     decode_slots: Slots = field(init=False)
 
@@ -53,6 +57,19 @@ class ServerState:
         self.fetch_slots = Slots("URL fetches", settings.max_url_fetches, settings.max_waiting, settings.busy_wait)
         decodes = settings.max_decodes or os.cpu_count() or 1
         self.decode_slots = Slots("image decodes", decodes, settings.max_waiting, settings.busy_wait)
+
+    def display(self) -> Display:
+        """How items are shown: the index's note ``display`` under this server's settings, each unset role
+        given its usual field name. Read once (like the calibration): ``forget_display`` re-reads."""
+        if self._display is None:
+            settings = self.settings
+            override = parse_assignments(settings.display).merged(parse_hidden(settings.hide))
+            stored = from_note(self.catalog.index.notes().get(DISPLAY_NOTE))
+            self._display = stored.merged(override).resolved(self.catalog.index.fields())
+        return self._display
+
+    def forget_display(self) -> None:
+        self._display = None
 
     def duplicate_groups(self) -> list[Any]:
         """The catalogue's near-duplicate groups, found once per state of the index (its item count and its
@@ -72,7 +89,9 @@ class ServerState:
 
     def after_write(self) -> None:
         """Save the index if ``settings.save_seconds`` is set and the last save is that old (one writer does
-        it; the others go on), so a long-running server does not keep every replaced or deleted vector."""
+        it; the others go on), so a long-running server does not keep every replaced or deleted vector.
+        The display is resolved again at its next use: the write may have brought a field it looks for."""
+        self._display = None
         every = self.settings.save_seconds
         if every is None or time.monotonic() - self.last_save < every or not self.save_lock.acquire(False):
             return
@@ -123,8 +142,9 @@ async def fetch_query_image(state: ServerState, url: str) -> bytes:
         )
 
 
-async def embed_query_image(state: ServerState, data: bytes) -> EmbeddedQuery:
-    """Decode and embed in a decode slot: at most ``max_decodes`` images are in memory at once."""
+async def embed_query_image(state: ServerState, data: bytes, crop: Crop | None = None) -> EmbeddedQuery:
+    """Decode and embed (only ``crop``'s region, when given) in a decode slot: at most ``max_decodes``
+    images are in memory at once."""
     check_upload_size(data, state)
     settings = state.settings
     async with state.decode_slots.hold():
@@ -136,7 +156,17 @@ async def embed_query_image(state: ServerState, data: bytes) -> EmbeddedQuery:
             max_bytes=settings.max_upload_bytes,
             max_decode_bytes=settings.max_decode_bytes,
             max_decode_seconds=settings.max_decode_seconds,
+            crop=crop,
         )
+
+
+async def item_image_bytes(item: Item, state: ServerState) -> bytes:
+    """The bytes of an item's picture (to search with a region of it): read where it lives; a web link is
+    fetched like a query URL (guarded, bounded)."""
+    location = item.location or ""
+    if location.startswith(("http://", "https://")):
+        return await fetch_query_image(state, location)
+    return await run_in_threadpool(read_item_image, item)
 
 
 async def run_search(
@@ -150,18 +180,45 @@ async def run_search(
     positive: Sequence[str] = (),
     negative: Sequence[str] = (),
     shaping: Shaping = DEFAULT_SHAPING,
+    crop: Crop | None = None,
 ) -> SearchResponse:
     """One search of any kind; ``value`` is the image bytes, the URL, the item id or the ref (None for
     ``feedback``: the positives are the query). ``positive``/``negative`` move the query (by id);
-    ``shaping`` folds copies and filters by tier.
+    ``shaping`` folds copies and filters by tier; ``crop`` searches with a region of the query's picture
+    (an item's too: its image is read and embedded again).
 
     Each expensive step runs in the thread pool under its own bound (fetch, then decode and embed); the
     index search itself is fast and bounded by the filter limits.
     """
     started = time.perf_counter()
     catalog = state.catalog
+    catalog.index.check_filter(filter)  # a filter on an unknown field is refused before any image work
     query = QueryInfo(type=kind)
-    if kind == "id":
+    if kind == "feedback" and crop is not None:
+        raise LookalikeError("crop needs a query picture: an image, url, id or ref")
+    if kind == "id" and crop is not None:
+        item = catalog.index.get(value)
+        if item is None:
+            raise NotFoundError(f"no item with id {value!r} in the index")
+        embedded = await embed_query_image(state, await item_image_bytes(item, state), crop)
+        response = await run_in_threadpool(
+            search_steered,
+            catalog,
+            embedded.vector,
+            k,
+            filter,
+            False,
+            offset,
+            positive,
+            negative,
+            (value,),
+            shaping,
+            None,
+            embedded.colour,
+        )
+        response.timings_ms = embedded.timings | response.timings_ms
+        query.id, query.image_url = value, image_path(value)
+    elif kind == "id":
         response = await run_in_threadpool(
             search_item, catalog, value, k, filter, False, offset, positive, negative, shaping
         )
@@ -172,14 +229,15 @@ async def run_search(
         )
     else:
         timings: dict[str, float] = {}
+        box: Crop | None = None
         if kind == "ref":
             cached = state.queries.get(value)
             if cached is None:
                 raise NotFoundError("this search's photo is no longer on the server; upload it again")
             data, vector, shade = cached.data, cached.vector, cached.colour
-            if vector is None:  # kept on disk only (an older or restarted server's query): embed it again
-                embedded = await embed_query_image(state, data)
-                vector, shade = embedded.vector, embedded.colour
+            if vector is None or crop is not None:  # on disk only (a restarted server's query), or a region
+                embedded = await embed_query_image(state, data, crop)
+                vector, shade, box = embedded.vector, embedded.colour, embedded.box
                 timings |= embedded.timings
         else:
             if kind == "url":
@@ -188,10 +246,12 @@ async def run_search(
                 value = await fetch_query_image(state, value)
                 timings["fetch"] = (time.perf_counter() - fetch_started) * 1000
             data = value
-            embedded = await embed_query_image(state, data)
-            vector, shade = embedded.vector, embedded.colour
+            embedded = await embed_query_image(state, data, crop)
+            vector, shade, box = embedded.vector, embedded.colour, embedded.box
             timings |= embedded.timings
-        query.ref = state.queries.put(data, vector, shade)
+        # A region's vector is not the picture's: the cache keeps only the whole picture's.
+        query.ref = state.queries.put(data, None, None) if crop is not None else state.queries.put(data, vector, shade)
+        query.box = box.as_list() if box is not None else None
         query.image_url = f"/api/queries/{query.ref}/image"
         response = await run_in_threadpool(
             search_steered, catalog, vector, k, filter, False, offset, positive, negative, (), shaping, data, shade
@@ -212,6 +272,7 @@ async def run_search(
         for hit in response.results
         if min_score is None or hit.score >= min_score
     ]
+    query.crop = crop.as_list() if crop is not None else None
     took = {stage: round(ms, 3) for stage, ms in response.timings_ms.items()}
     took["total"] = round((time.perf_counter() - started) * 1000, 3)
     next_offset = offset + k if len(response.results) == k else None

@@ -122,9 +122,16 @@ class Embedder:
     def prepare(self, image: Image.Image) -> np.ndarray:
         """One RGB image to a (crop, crop, 3) uint8 array: safe to run in worker threads; cheap unless a focus
         stage runs first (a salient-object network on the whole picture)."""
+        return self.prepare_with_box(image)[0]
+
+    def prepare_with_box(self, image: Image.Image) -> tuple[np.ndarray, tuple[int, int, int, int] | None]:
+        """:meth:`prepare`, and the box (pixels of ``image``) where the focus stage found the object: None
+        without a focus stage or when nothing stood out."""
+        box = None
         if self.focus is not None:
-            image = self.focus.apply(image)
-        return resize_and_crop(image, self.preprocessing.resize, self.preprocessing.crop)
+            focused = self.focus.focus(image)
+            image, box = focused.image, focused.box
+        return resize_and_crop(image, self.preprocessing.resize, self.preprocessing.crop), box
 
     def embed_prepared(self, batch: np.ndarray) -> np.ndarray:
         """A (n, crop, crop, 3) uint8 batch to (n, dim) float32 features."""

@@ -204,14 +204,14 @@ class AddressGuard:
         try:
             infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
         except (socket.gaierror, UnicodeError, OSError) as exc:
-            raise FetchError(f"cannot resolve host {host!r} in {url!r}: {exc}") from None
+            raise FetchError(f"cannot resolve host {host!r} in {url!r}: {exc}", "unreachable") from None
         addresses: list[IPAddress] = []
         for *_, sockaddr in infos:
             # IPv6 link-local results carry a scope ("fe80::1%eth0"), which ip_address rejects.
             text = str(sockaddr[0]).split("%", 1)[0]
             addresses.append(ipaddress.ip_address(text))
         if not addresses:
-            raise FetchError(f"cannot resolve host {host!r} in {url!r}: no addresses")
+            raise FetchError(f"cannot resolve host {host!r} in {url!r}: no addresses", "unreachable")
         return addresses
 
     def check(self, url: str) -> None:
@@ -392,7 +392,9 @@ def _read_limited(response: httpx.Response, url: str, max_bytes: int, deadline: 
     """
     length = response.headers.get("content-length")
     if length is not None and length.strip().isdigit() and int(length) > max_bytes:
-        raise FetchError(f"{url!r} is too large: Content-Length {int(length)} bytes exceeds {max_bytes} bytes")
+        raise FetchError(
+            f"{url!r} is too large: Content-Length {int(length)} bytes exceeds {max_bytes} bytes", "too_large"
+        )
     encoding = response.headers.get("content-encoding")
     decoder = _decoder_for(encoding, url)
     chunks: list[bytes] = []
@@ -402,13 +404,13 @@ def _read_limited(response: httpx.Response, url: str, max_bytes: int, deadline: 
         for raw in response.iter_raw():
             received += len(raw)
             if received > max_bytes:
-                raise FetchError(f"{url!r} is too large: more than {max_bytes} bytes")
+                raise FetchError(f"{url!r} is too large: more than {max_bytes} bytes", "too_large")
             if deadline is not None and time.monotonic() > deadline:
-                raise FetchError(f"fetching {url!r} timed out: the download took too long")
+                raise FetchError(f"fetching {url!r} timed out: the download took too long", "timeout")
             for piece in decoder.decode(raw):
                 total += len(piece)
                 if total > max_bytes:
-                    raise FetchError(f"{url!r} is too large: more than {max_bytes} bytes once decoded")
+                    raise FetchError(f"{url!r} is too large: more than {max_bytes} bytes once decoded", "too_large")
                 chunks.append(piece)
         decoder.finish()
     except _CorruptBody as exc:
@@ -445,7 +447,7 @@ def fetch_bytes(
     try:
         for _hop in range(max_redirects + 1):
             if deadline is not None and time.monotonic() > deadline:
-                raise FetchError(f"fetching {url!r} timed out after {total_timeout:g} s in total")
+                raise FetchError(f"fetching {url!r} timed out after {total_timeout:g} s in total", "timeout")
             if guard is not None:
                 guard.check(current)
             else:
@@ -460,11 +462,11 @@ def fetch_bytes(
             except (httpx.InvalidURL, UnicodeError) as exc:  # e.g. from parsing a Location header
                 raise FetchError(f"cannot fetch {current!r}: invalid URL in the reply: {exc}") from None
             except httpx.TimeoutException:
-                raise FetchError(f"fetching {current!r} timed out after {timeout:g} s") from None
+                raise FetchError(f"fetching {current!r} timed out after {timeout:g} s", "timeout") from None
             except httpx.HTTPError as exc:
                 if _is_dns_failure(exc):
-                    raise FetchError(f"cannot resolve host of {current!r}: {exc}") from None
-                raise FetchError(f"cannot fetch {current!r}: {exc}") from None
+                    raise FetchError(f"cannot resolve host of {current!r}: {exc}", "unreachable") from None
+                raise FetchError(f"cannot fetch {current!r}: {exc}", "unreachable") from None
             try:
                 if response.status_code in REDIRECT_STATUSES and "location" in response.headers:
                     location = response.headers["location"]
@@ -474,16 +476,21 @@ def fetch_bytes(
                     continue
                 if not 200 <= response.status_code < 300:
                     reason = response.reason_phrase or ""
-                    raise FetchError(f"HTTP {response.status_code} {reason}".rstrip() + f" fetching {current!r}")
+                    raise FetchError(
+                        f"HTTP {response.status_code} {reason}".rstrip() + f" fetching {current!r}",
+                        "not_found" if response.status_code in (404, 410) else "http_error",
+                    )
                 content_type = response.headers.get("content-type")
                 if not _content_type_ok(content_type, accept_content_types):
                     wanted = ", ".join(f"{p}*" for p in accept_content_types)
-                    raise FetchError(f"{current!r} has content type {content_type!r}, expected {wanted}")
+                    raise FetchError(
+                        f"{current!r} has content type {content_type!r}, expected {wanted}", "not_an_image"
+                    )
                 return _read_limited(response, current, max_bytes, deadline)
             except httpx.TimeoutException:
-                raise FetchError(f"fetching {current!r} timed out after {timeout:g} s") from None
+                raise FetchError(f"fetching {current!r} timed out after {timeout:g} s", "timeout") from None
             except httpx.HTTPError as exc:
-                raise FetchError(f"cannot fetch {current!r}: {exc}") from None
+                raise FetchError(f"cannot fetch {current!r}: {exc}", "unreachable") from None
             finally:
                 response.close()
         raise FetchError(f"too many redirects fetching {url!r} (more than {max_redirects})")

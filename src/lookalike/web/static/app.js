@@ -1,147 +1,92 @@
-// The lookalike search page: show a photo, see the catalogue's look-alikes.
+// The lookalike search page: show a photo, see the catalogue's look-alikes, steer them.
 //
-// The search lives in the address bar (?id= | ?url= | ?ref=, then &k= and &f.<field>=), so a search can be
-// shared, reloaded and walked with back/forward; the address bar is read back with readLocation().
-// Everything from the server reaches the DOM through textContent or attributes, never as HTML.
+// This module holds the page's state and wires the ways in (upload, camera, drop, paste, link, a result's
+// "more like this") to one search function; address.js keeps the search in the address bar, api.js talks
+// to the server, cards.js draws products, filters.js the filter controls, crop.js the region chooser,
+// downscale.js shrinks phone photos, messages.js words failures for shoppers.
+
+import { emptyState, paramsOf, readLocation, remember } from "./address.js";
+import { filterOf, getJson, postSearch } from "./api.js";
+import { fillDetail, make, resultCard, setDisplay } from "./cards.js";
+import { attachCrop, show as showCrop } from "./crop.js";
+import { downscale } from "./downscale.js";
+import { changeOf, renderFilters, syncFilters } from "./filters.js";
+import { messageFor } from "./messages.js";
 
 const $ = (selector) => document.querySelector(selector);
 const el = {
   about: $("#about"), file: $("#file-input"), camera: $("#camera-input"), urlForm: $("#url-form"),
-  urlInput: $("#url-input"), k: $("#k-select"), filters: $("#filters"), section: $("#results-section"),
-  preview: $("#query-preview"), statusText: $("#status-text"), error: $("#error"), results: $("#results"),
+  urlInput: $("#url-input"), k: $("#k-select"), filters: $("#filters"), colour: $("#colour-input"),
+  detailsToggle: $("#details-toggle"), section: $("#results-section"), frame: $("#query-frame"),
+  preview: $("#query-preview"), statusText: $("#status-text"), cropHint: $("#crop-hint"),
+  cropClear: $("#crop-clear"), steering: $("#steering"), steeringText: $("#steering-text"),
+  steeringClear: $("#steering-clear"), error: $("#error"), errorText: $("#error-text"),
+  errorDetail: $("#error-detail"), verdict: $("#verdict"), verdictText: $("#verdict-text"),
+  verdictShow: $("#verdict-show"), results: $("#results"), more: $("#more-results"), detail: $("#detail"),
 };
 
-const DEFAULT_K = 12;
-const MAX_K = 100;
-const QUERY_KEYS = ["id", "url", "ref"];
 const IDLE_TEXT = "Show a photo to find similar products.";
-const EXPIRED_REF = "This search's photo is no longer on the server; upload it again.";
-const OFFLINE = "Could not reach the server. Check your connection and try again.";
+const DETAILS_KEY = "lookalike.details";
 
-// What the page searches with: query is {file}, {id}, {url} or {ref} (null before the first search).
-const current = { query: null, k: DEFAULT_K, filters: {} };
+const current = emptyState(); // what the page searches with and how (see address.js)
+const shown = new Map(); // id -> result, for the detail view
+let info = { colour_weight: 0 };
 let inFlight = null; // the running search's AbortController: a newer search cancels it
 let objectUrl = null; // preview of the last file given, revoked when another file replaces it
+let nextOffset = null;
+let facetsAsked = 0;
 
-class ApiError extends Error {
-  constructor(message, status) {
-    super(message);
-    this.status = status;
-  }
-}
-
-// ------------------------------------------------------------------------------------------ address bar
-
-function readLocation() {
-  const params = new URLSearchParams(location.search);
-  const key = QUERY_KEYS.find((name) => params.get(name));
-  const k = Number.parseInt(params.get("k"), 10);
-  const filters = {};
-  for (const [name, value] of params) {
-    if (name.startsWith("f.") && name.length > 2 && value !== "") filters[name.slice(2)] = value;
-  }
-  return { query: key ? { [key]: params.get(key) } : null, k: k >= 1 && k <= MAX_K ? k : DEFAULT_K, filters };
-}
-
-function paramsOf({ query, k, filters }) {
-  const params = new URLSearchParams();
-  for (const key of QUERY_KEYS) if (query?.[key]) params.set(key, query[key]);
-  params.set("k", k);
-  for (const [field, value] of Object.entries(filters)) params.set(`f.${field}`, value);
-  return params;
-}
-
-// A new history entry per search; re-running the very same search (same address) adds none.
-function remember() {
-  const address = `${location.pathname}?${paramsOf(current)}`;
-  if (address !== location.pathname + location.search) history.pushState(null, "", address);
-}
-
-// ------------------------------------------------------------------------------------------ talking to the API
-
-// Facet values are strings ("true", "12") while the metadata keeps their JSON type, and filters compare
-// types strictly; so a chosen value is sent as a one-of list of both readings.
-function typedValues(value) {
-  if (value === "true" || value === "false") return [value === "true", value];
-  if (/^-?\d+(\.\d+)?$/.test(value)) return [Number(value), value];
-  return value;
-}
-
-function filterOf(filters) {
-  const entries = Object.entries(filters).map(([field, value]) => [field, typedValues(value)]);
-  return entries.length ? Object.fromEntries(entries) : null;
-}
-
-async function postSearch(query, signal) {
-  const filter = filterOf(current.filters);
-  let body;
-  let headers = {};
-  if (query.file) {
-    body = new FormData();
-    body.append("image", query.file);
-    body.append("k", String(current.k));
-    if (filter) body.append("filter", JSON.stringify(filter));
-  } else {
-    body = JSON.stringify({ ...query, k: current.k, ...(filter && { filter }) });
-    headers = { "content-type": "application/json" };
-  }
-  const response = await fetch("/api/search", { method: "POST", body, headers, signal });
-  const data = await response.json().catch(() => null); // a proxy's HTML error page is not JSON
-  if (!response.ok || !data) {
-    throw new ApiError(data?.error?.message || `The server answered with an error (${response.status}).`, response.status);
-  }
-  return data;
-}
-
-async function getJson(path) {
-  const response = await fetch(path);
-  if (!response.ok) throw new ApiError(`${path} answered ${response.status}`, response.status);
-  return response.json();
-}
+const searchHref = (id) => `?${paramsOf({ ...emptyState(), k: current.k, filters: current.filters, query: { id } })}`;
 
 // ------------------------------------------------------------------------------------------ searching
 
+// A search with a new picture: a region, "more/less like" and the page belong to the old one.
+function searchNew(query, options = {}) {
+  Object.assign(current, { crop: null, positive: [], negative: [] });
+  return search(query, options);
+}
+
 // Runs a search and shows its answer. `preview` is an image already at hand for the query (a clicked
-// result's thumbnail); otherwise the page shows the file given, or the server's picture of the query.
-async function search(query, { push = true, preview = null } = {}) {
+// result's thumbnail); `append` adds the next page below the results shown.
+async function search(query, { push = true, preview = null, append = false } = {}) {
   inFlight?.abort();
   const controller = new AbortController();
   inFlight = controller;
+  if (query.file) query = { file: await downscale(query.file) };
+  if (controller.signal.aborted) return;
   current.query = query;
-  if (push && !query.file) remember(); // an upload has no address until the server names its ref
-  showQuery(query, preview);
+  if (push && !query.file) remember(current); // an upload has no address until the server names its ref
+  if (!append) showQuery(query, preview);
   setState("loading");
   let data;
   try {
-    data = await postSearch(query, controller.signal);
+    data = await postSearch(current, query, { offset: append ? nextOffset : 0, signal: controller.signal });
   } catch (error) {
-    if (!controller.signal.aborted) showError(messageFor(error, query));
+    if (controller.signal.aborted) return;
+    // A failed upload must not leave the previous search in the address bar (it would pass for this one).
+    if (query.file && push) history.pushState(null, "", `${location.pathname}?${paramsOf({ ...current, query: null })}`);
+    showError(messageFor(error, query), error.message);
     return;
   }
   if (controller.signal.aborted) return; // replaced by a newer search: its answer is the one to show
   if (query.file && data.query?.ref) {
     current.query = { ref: data.query.ref };
-    if (push) remember();
+    if (push) remember(current);
   }
   if (!el.preview.getAttribute("src")) setPreview(data.query?.image_url);
-  showResults(data);
+  showResults(data, append);
   setState("done");
-  if (push) reveal();
+  if (push && !append) reveal();
 }
 
-function messageFor(error, query) {
-  if (!(error instanceof ApiError)) return OFFLINE; // fetch rejects only when the request got no answer
-  return error.status === 404 && query.ref ? EXPIRED_REF : error.message;
-}
-
-// Same query, new k or filters.
+// Same query, new k, filters, colour, region or steering.
 function rerun() {
   if (current.query) search(current.query, { preview: el.preview.getAttribute("src") });
 }
 
 function searchUrl(text) {
-  if (isHttpUrl(text)) search({ url: text });
-  else showError("Enter a link to an image that starts with http:// or https://.");
+  if (isHttpUrl(text)) searchNew({ url: text });
+  else showError("Enter a link to a picture that starts with http:// or https://.", "");
 }
 
 // Only a first sieve: the server checks the link properly (and refuses internal addresses).
@@ -167,25 +112,81 @@ function showQuery(query, preview) {
 }
 
 function setPreview(src) {
-  el.preview.hidden = !src;
+  el.frame.hidden = !src;
   if (src) el.preview.src = src;
   else el.preview.removeAttribute("src");
 }
 
-function showResults(data) {
+function showResults(data, append) {
   const hits = data.results ?? [];
-  el.results.replaceChildren(...hits.map(resultCard));
-  if (!hits.length) el.results.append(make("p", "empty", "No matches. Try another photo or remove a filter."));
-  const count = `${hits.length} result${hits.length === 1 ? "" : "s"}`;
+  if (!append) {
+    shown.clear();
+    el.results.replaceChildren();
+  }
+  for (const hit of hits) shown.set(hit.id, hit);
+  el.results.append(...hits.map((hit) => resultCard(hit, { searchHref })));
+  nextOffset = data.next_offset ?? null;
+  el.more.hidden = nextOffset === null;
+  if (!append) showVerdict(data.match, hits.length);
+  const count = shown.size;
   const took = data.took_ms?.total;
-  const timing = typeof took === "number" ? ` in ${took.toFixed(1)} ms` : "";
-  el.statusText.textContent = `${count}${timing}${data.model ? ` · ${data.model}` : ""}`;
+  const hidden = !el.verdictShow.hidden;
+  el.statusText.replaceChildren(
+    hidden ? "No close match" : `${count} result${count === 1 ? "" : "s"}`,
+    make("span", "details-only", `${typeof took === "number" ? ` in ${took.toFixed(1)} ms` : ""}${data.model ? ` · ${data.model}` : ""}`),
+  );
+  showRegion(data.query?.box);
+  showSteering();
 }
 
-function showError(message) {
-  el.error.textContent = message;
+// The catalogue's calibration says how close the best match is: "same item" is worth saying, and "no
+// close match" replaces the nearest items (unrelated ones would pass for matches) until asked for.
+function showVerdict(match, count) {
+  el.verdict.dataset.match = match ?? "";
+  const none = match === "none" && count > 0;
+  el.results.hidden = none;
+  el.verdictShow.hidden = !none;
+  if (none) el.more.hidden = true;
+  if (!count) {
+    el.verdict.hidden = false;
+    el.verdictText.textContent = "No matches. Try another photo or remove a filter.";
+  } else if (none) {
+    el.verdict.hidden = false;
+    el.verdictText.textContent = "No close match: nothing in this catalogue looks much like your photo.";
+  } else if (match === "same_item") {
+    el.verdict.hidden = false;
+    el.verdictText.textContent = "Same item found: this product is in the catalogue.";
+  } else {
+    el.verdict.hidden = true;
+  }
+}
+
+function showRegion(box) {
+  const hasPicture = !el.frame.hidden;
+  if (current.crop) showCrop(el.frame, current.crop, "chosen");
+  else if (box) showCrop(el.frame, box, "suggested");
+  else showCrop(el.frame, null);
+  el.cropHint.hidden = !hasPicture || Boolean(current.crop);
+  el.cropClear.hidden = !current.crop;
+}
+
+function showSteering() {
+  const parts = [];
+  if (current.positive.length) parts.push(`more like ${current.positive.length} item${current.positive.length > 1 ? "s" : ""}`);
+  if (current.negative.length) parts.push(`less like ${current.negative.length} item${current.negative.length > 1 ? "s" : ""}`);
+  el.steering.hidden = !parts.length;
+  el.steeringText.textContent = parts.length ? `Steered: ${parts.join(", ")}.` : "";
+}
+
+function showError(message, detail) {
+  el.errorText.textContent = message;
+  el.errorDetail.textContent = detail || "";
+  el.error.querySelector("details").hidden = !detail || detail === message;
   el.error.hidden = false;
   el.results.replaceChildren(); // results of an earlier query would pass for this one's
+  shown.clear();
+  el.verdict.hidden = true;
+  el.more.hidden = true;
   el.statusText.textContent = "Search failed.";
   setState("error");
 }
@@ -204,91 +205,77 @@ function showIdle() {
   el.urlInput.value = "";
   setPreview(null);
   el.results.replaceChildren();
+  shown.clear();
+  el.verdict.hidden = el.more.hidden = el.cropHint.hidden = el.cropClear.hidden = el.steering.hidden = true;
   el.statusText.textContent = IDLE_TEXT;
   setState("idle");
 }
 
-// A result is a real link to its own "more like this" search: keyboard-focusable, and it can be opened
-// in a new tab; a plain click searches in place (see onResultClick).
-function resultCard(hit) {
-  const label = nameOf(hit.metadata ?? {});
-  const score = Number(hit.score).toFixed(2);
-  const link = make("a", "result");
-  link.href = `?${paramsOf({ ...current, query: { id: hit.id } })}`;
-  link.dataset.id = hit.id;
-  link.dataset.score = String(hit.score);
-  link.title = "Find more like this";
-  link.setAttribute("aria-label", `More like ${label ? `${label}, ` : ""}item ${hit.id} (similarity ${score})`);
+// ------------------------------------------------------------------------------------------ results
 
-  const image = document.createElement("img");
-  image.src = hit.thumbnail_url ?? hit.image_url;
-  image.loading = "lazy";
-  image.decoding = "async";
-  image.width = image.height = 320; // reserves the square before the thumbnail arrives
-  image.alt = label ? `${label}, item ${hit.id}` : `Item ${hit.id}`;
-
-  const caption = make("span", "caption");
-  caption.append(make("span", "score", score));
-  if (label) caption.append(make("span", "label", label));
-  caption.append(make("span", "id", hit.id));
-  link.append(image, caption);
-  return link;
+function onResultClick(event) {
+  const target = event.target.closest("[data-action]");
+  const card = event.target.closest(".result");
+  if (!target || !card) return;
+  const id = card.dataset.id;
+  const action = target.dataset.action;
+  if (action === "open") {
+    // Modified clicks keep the browser's meaning (a new tab with this item's search).
+    if (event.button !== 0 || event.ctrlKey || event.metaKey || event.shiftKey || event.altKey) return;
+    event.preventDefault();
+    openDetail(shown.get(id));
+  } else if (action === "more" || action === "less") {
+    const [add, drop] = action === "more" ? ["positive", "negative"] : ["negative", "positive"];
+    current[drop] = current[drop].filter((other) => other !== id);
+    if (!current[add].includes(id)) current[add] = [...current[add], id];
+    rerun();
+  }
 }
 
-// The label names a product best; a catalogue without one shows its first text field instead.
-function nameOf(metadata) {
-  if (typeof metadata.label === "string") return metadata.label;
-  return Object.values(metadata).find((value) => typeof value === "string") ?? "";
+function openDetail(hit) {
+  if (!hit) return;
+  fillDetail(el.detail, hit, { searchHref });
+  el.detail.showModal();
 }
 
-function make(tag, className, text = "") {
-  const node = document.createElement(tag);
-  if (className) node.className = className;
-  node.textContent = text;
-  return node;
+function onDetailSearch(event) {
+  if (event.button !== 0 || event.ctrlKey || event.metaKey || event.shiftKey || event.altKey) return;
+  event.preventDefault();
+  const id = event.currentTarget.dataset.id;
+  el.detail.close();
+  searchNew({ id }, { preview: shown.get(id)?.thumbnail_url });
 }
 
 // ------------------------------------------------------------------------------------------ controls
 
-function renderFilters(fields) {
-  const rows = Object.entries(fields).map(([field, values], index) => {
-    const select = document.createElement("select");
-    select.id = `filter-${index}`; // field names may hold any character: not fit for an id
-    select.dataset.field = field;
-    select.append(new Option("Any", ""));
-    for (const [value, count] of Object.entries(values)) {
-      select.append(new Option(`${value} (${Number(count).toLocaleString()})`, value));
-    }
-    const label = make("label", "", field.replaceAll("_", " "));
-    label.htmlFor = select.id;
-    const row = make("div", "field");
-    row.append(label, select);
-    return row;
-  });
-  el.filters.replaceChildren(...rows);
-  syncControls();
-}
-
-// Sets the controls to `current`: after loading an address, going back, or building the filters.
-function syncControls() {
-  choose(el.k, String(current.k));
-  for (const select of el.filters.querySelectorAll("select[data-field]")) {
-    choose(select, current.filters[select.dataset.field] ?? "");
-  }
-}
-
-// Selects a value, adding it first when the list lacks it (a shared address may carry any k or value).
-function choose(select, value) {
-  if (![...select.options].some((option) => option.value === value)) select.append(new Option(value, value));
-  select.value = value;
-}
-
 function onFilterChange(event) {
-  const field = event.target.dataset.field;
-  if (field === undefined) return;
-  if (event.target.value) current.filters[field] = event.target.value;
+  const change = changeOf(event.target);
+  if (!change) return;
+  const [field, value] = change;
+  if (value) current.filters[field] = value;
   else delete current.filters[field];
+  loadFacets();
   rerun();
+}
+
+function syncControls() {
+  el.k.value = String(current.k);
+  if (el.k.value !== String(current.k)) {
+    el.k.append(new Option(String(current.k), String(current.k)));
+    el.k.value = String(current.k);
+  }
+  el.colour.value = String(current.colour ?? info.colour_weight ?? 0);
+  syncFilters(el.filters, current.filters);
+}
+
+function setDetails(on) {
+  document.body.classList.toggle("show-details", on);
+  el.detailsToggle.checked = on;
+  try {
+    localStorage.setItem(DETAILS_KEY, on ? "1" : "");
+  } catch {
+    // storage may be off: the toggle still works for this page
+  }
 }
 
 // ------------------------------------------------------------------------------------------ ways in
@@ -296,7 +283,7 @@ function onFilterChange(event) {
 function onFileChosen(event) {
   const [file] = event.target.files;
   event.target.value = ""; // choosing the same file again must search again
-  if (file) search({ file });
+  if (file) searchNew({ file });
 }
 
 function onUrlSubmit(event) {
@@ -316,7 +303,7 @@ function onPaste(event) {
   const image = [...data.files, ...fromItems].find((file) => file?.type.startsWith("image/"));
   if (image) {
     event.preventDefault();
-    search({ file: image });
+    searchNew({ file: image });
     return;
   }
   const text = data.getData("text").trim();
@@ -347,7 +334,7 @@ function onDrop(event) {
   const [file] = data?.files ?? [];
   if (file) {
     event.preventDefault();
-    search({ file });
+    searchNew({ file });
     return;
   }
   if (!data || isEditable(event.target)) return; // dropping text into the link field is ordinary typing
@@ -357,43 +344,42 @@ function onDrop(event) {
   if (text) searchUrl(text);
 }
 
-function onResultClick(event) {
-  const card = event.target.closest(".result");
-  // Modified clicks keep the browser's meaning (new tab, new window).
-  if (!card || event.button !== 0 || event.ctrlKey || event.metaKey || event.shiftKey || event.altKey) return;
-  event.preventDefault();
-  search({ id: card.dataset.id }, { preview: card.querySelector("img")?.src });
-}
-
-// Links answer Enter by themselves; Space is added so results act like the buttons they look like.
-function onResultKey(event) {
-  if (event.key === " " && event.target.matches(".result")) {
-    event.preventDefault();
-    event.target.click();
-  }
-}
-
 // Back/forward: show the entry's search again, without adding an entry.
 function onHistory() {
-  const { query, k, filters } = readLocation();
-  Object.assign(current, { k, filters });
+  Object.assign(current, readLocation());
   syncControls();
-  if (query) search(query, { push: false });
+  loadFacets();
+  if (current.query) search(current.query, { push: false });
   else showIdle();
 }
 
 // ------------------------------------------------------------------------------------------ start
 
 function loadInfo() {
-  getJson("/api/info")
-    .then((info) => (el.about.textContent = `${Number(info.items).toLocaleString()} products · ${info.model}`))
-    .catch(() => {}); // only a caption: the page works without it
+  return getJson("api/info")
+    .then((answer) => {
+      info = answer;
+      setDisplay(answer.display);
+      el.about.textContent = `${Number(answer.items).toLocaleString()} products`;
+      el.about.append(make("span", "details-only", ` · ${answer.model}`));
+      syncControls();
+      // Drawn before the display was known: draw the titles and prices again.
+      if (shown.size) for (const card of el.results.querySelectorAll(".result")) card.replaceWith(resultCard(shown.get(card.dataset.id), { searchHref }));
+    })
+    .catch(() => {}); // only captions: the page works without them
 }
 
 function loadFacets() {
-  getJson("/api/facets")
-    .then(({ fields }) => renderFilters(fields ?? {}))
-    .catch(() => el.filters.replaceChildren()); // no filters; searching still works
+  const asked = ++facetsAsked;
+  const filter = filterOf(current.filters);
+  const query = filter ? `?filter=${encodeURIComponent(JSON.stringify(filter))}` : "";
+  getJson(`api/facets${query}`)
+    .then((facets) => {
+      if (asked === facetsAsked) renderFilters(el.filters, facets, current.filters);
+    })
+    .catch(() => {
+      if (asked === facetsAsked && !el.filters.childElementCount) el.filters.replaceChildren(); // searching still works
+    });
 }
 
 function wire() {
@@ -404,10 +390,39 @@ function wire() {
     current.k = Number(el.k.value);
     rerun();
   });
+  el.colour.addEventListener("change", () => {
+    current.colour = Number(el.colour.value);
+    rerun();
+  });
+  el.detailsToggle.addEventListener("change", () => setDetails(el.detailsToggle.checked));
   el.filters.addEventListener("change", onFilterChange);
   el.results.addEventListener("click", onResultClick);
-  el.results.addEventListener("keydown", onResultKey);
-  el.preview.addEventListener("error", () => (el.preview.hidden = true)); // e.g. a file that is no image
+  el.more.addEventListener("click", () => current.query && search(current.query, { push: false, append: true }));
+  el.verdictShow.addEventListener("click", () => {
+    el.verdictShow.hidden = true;
+    el.results.hidden = false;
+    el.statusText.firstChild.textContent = `${shown.size} nearest items`;
+    el.more.hidden = nextOffset === null;
+  });
+  el.cropClear.addEventListener("click", () => {
+    current.crop = null;
+    rerun();
+  });
+  el.steeringClear.addEventListener("click", () => {
+    current.positive = [];
+    current.negative = [];
+    rerun();
+  });
+  el.detail.querySelector(".detail-search").addEventListener("click", onDetailSearch);
+  el.detail.addEventListener("click", (event) => event.target === el.detail && el.detail.close()); // the backdrop
+  attachCrop(el.frame, {
+    onCrop: (region) => {
+      current.crop = region;
+      rerun();
+    },
+  });
+  el.frame.addEventListener("crop-cancel", () => showRegion(null));
+  el.preview.addEventListener("error", () => (el.frame.hidden = true)); // e.g. a file that is no image
   document.addEventListener("paste", onPaste);
   document.addEventListener("dragenter", onDragEnterOrLeave);
   document.addEventListener("dragleave", onDragEnterOrLeave);
@@ -416,7 +431,14 @@ function wire() {
   window.addEventListener("popstate", onHistory);
 }
 
+let details = false;
+try {
+  details = localStorage.getItem(DETAILS_KEY) === "1";
+} catch {
+  // no storage: details start hidden
+}
+setDetails(details);
+if (matchMedia("(max-width: 720px)").matches) $("#refine").open = false;
 wire();
+loadInfo(); // the display (which field is the title, the price) arrives once; cards are redrawn with it
 onHistory(); // the address may already hold a search (a shared link, a reload)
-loadInfo();
-loadFacets();
