@@ -60,7 +60,7 @@ def assert_error(response: httpx.Response, status: int, code: str, *words: str) 
     assert response.status_code == status, (response.status_code, response.text[:500])
     assert response.headers["content-type"].startswith("application/json")
     body = response.json()
-    assert set(body) == {"error"} and set(body["error"]) == {"code", "message"}, body
+    assert set(body) == {"error"} and set(body["error"]) - {"reason"} == {"code", "message"}, body
     assert body["error"]["code"] == code, body
     message = body["error"]["message"]
     assert isinstance(message, str) and message and "\n" not in message and "Traceback" not in message
@@ -406,7 +406,17 @@ REQUESTS: dict[str, Req] = {
     "filter with 50000 values": Req(
         _json({"id": corpus.PHOTO_A, "filter": {"folder": [str(i) for i in range(50_000)]}}), 400, "bad_filter"
     ),
-    "filter with 64 fields": Req(_json({"id": corpus.PHOTO_A, "filter": {f"f{i}": i for i in range(64)}}), 200, None),
+    # 64 fields no item has: refused by name, before the index is asked (a set lookup); the largest one-of list
+    # on a real field still goes through to the index.
+    "filter with 64 unknown fields": Req(
+        _json({"id": corpus.PHOTO_A, "filter": {f"f{i}": i for i in range(64)}}),
+        400,
+        "bad_filter",
+        ("unknown filter fields", "known fields: folder"),
+    ),
+    "filter with 1000 values": Req(
+        _json({"id": corpus.PHOTO_A, "filter": {"folder": [str(i) for i in range(999)] + ["tops"]}}), 200, None
+    ),
     # -- bad multipart
     "multipart boundary mismatch": Req(
         _raw(_multipart(_part("image", GOOD, "a.png", boundary="other"), boundary="other"), MULTIPART),
