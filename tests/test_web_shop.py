@@ -146,6 +146,7 @@ def test_cards_show_title_price_brand_and_a_product_link(page, shop, size) -> No
     # Shoppers do not see scores, ids or timings until they ask.
     assert not card.locator(".card-details").is_visible()
     assert " ms" not in page.inner_text("#status")
+    page.evaluate("scrollTo(0, 0)")
     screenshot(page, f"shop-page-{size}.png", full_page=False)  # what a shopper sees first (the README's)
     page.check("#details-toggle")
     assert card.locator(".card-details").is_visible() and "sku-042" in card.locator(".card-details").inner_text()
