@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import time
 from pathlib import Path
 
 from fastapi import FastAPI, HTTPException, Request
@@ -11,12 +10,14 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import FileResponse
 from fastapi.staticfiles import StaticFiles
 from fastapi_offline import FastAPIOffline
+from starlette.types import Scope
 
 import lookalike
 from lookalike.api import reference, routes
 from lookalike.api.errors import install_error_handlers
 from lookalike.api.forwarded import ForwardedHostAndPrefix
 from lookalike.api.limits import BodySizeLimit, RateLimit
+from lookalike.api.metrics import CountRequests
 from lookalike.api.private_network import PrivateNetworkAccess
 from lookalike.api.query_cache import QueryCache
 from lookalike.api.query_store import QueryStore
@@ -33,13 +34,13 @@ MOUNTS = ("/static-offline-docs", "/static")
 """Where whole folders are served: one label each in the metrics, not one per file (nor "unmatched")."""
 
 
-def route_label(request: Request) -> str:
+def route_label(scope: Scope) -> str:
     """The route template a request matched (``/api/items/{item_id:path}``), the mount it fell under, or
     ``unmatched``: a bounded set of labels whatever paths clients send."""
-    route = request.scope.get("route")
+    route = scope.get("route")
     if route is not None:
         return str(getattr(route, "path", "unmatched"))
-    path = request.url.path
+    path = Request(scope).url.path
     return next((mount for mount in MOUNTS if path == mount or path.startswith(mount + "/")), "unmatched")
 
 
@@ -71,16 +72,8 @@ def create_app(catalog: Catalog, settings: Settings | None = None, uploads_dir: 
     app.include_router(routes.router)
     app.include_router(reference.router)
 
-    @app.middleware("http")
-    async def count_requests(request: Request, call_next):  # type: ignore[no-untyped-def]
-        started = time.perf_counter()
-        response = await call_next(request)
-        name = route_label(request)
-        metrics = app.state.lookalike.metrics
-        metrics.requests.labels(request.method, name, str(response.status_code)).inc()
-        metrics.request_seconds.labels(name).observe(time.perf_counter() - started)
-        return response
-
+    # Innermost of the middleware: it sees the answers of the error handlers, as the routes' own.
+    app.add_middleware(CountRequests, metrics=lambda: app.state.lookalike.metrics, label=route_label)
     # Base64 inflates an image by 4/3; the rest is room for the JSON or multipart envelope.
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_upload_bytes * 4 // 3 + 64 * 1024)
     if settings.rate_limit:  # outside the body limit (nothing is read from a refused client), inside CORS
