@@ -30,9 +30,9 @@ def public_base(request: Request, state: ServerState) -> str:
 
 @router.post("/postImage", response_model=ReferenceResponse)
 async def post_image(body: ReferenceImageRequest, request: Request) -> ReferenceResponse:
-    return await _links(request, state_of(request), "base64", decode_base64(body.base64img), body.k)
+    return await _links(request, await state_of(request), "base64", decode_base64(body.base64img), body.k)
 
 
 @router.post("/postURL", response_model=ReferenceResponse)
 async def post_url(body: ReferenceURLRequest, request: Request) -> ReferenceResponse:
-    return await _links(request, state_of(request), "url", body.url, body.k)
+    return await _links(request, await state_of(request), "url", body.url, body.k)

@@ -102,7 +102,9 @@ class ServerState:
             self.save_lock.release()
 
 
-def state_of(request: Request) -> ServerState:
+async def state_of(request: Request) -> ServerState:
+    """The server's state, as a dependency: a coroutine, as FastAPI runs a plain function in the thread pool
+    (one more hop there and back on every request)."""
     return request.app.state.lookalike
 
 
