@@ -482,7 +482,7 @@ def _wide_cases() -> list[tuple[np.ndarray, bool]]:
 
 @pytest.mark.parametrize("band_samples", [64, 1 << 18])
 def test_wide_to_8bit_in_bands_gives_exactly_the_old_result(monkeypatch, band_samples):
-    monkeypatch.setattr(images, "_BAND_SAMPLES", band_samples)  # 64: every array above is many bands
+    monkeypatch.setattr(images.convert, "_BAND_SAMPLES", band_samples)  # 64: every array above is many bands
     for values, is_float in _wide_cases():
         expected = _old_wide_to_8bit(values, is_float=is_float)
         assert np.array_equal(images._wide_to_8bit(values, is_float=is_float), expected), (values[:1, :4], is_float)
@@ -500,7 +500,7 @@ def test_wide_to_8bit_in_bands_gives_exactly_the_old_result(monkeypatch, band_sa
     ],
 )
 def test_wide_grey_to_rgb_gives_exactly_the_old_result(monkeypatch, mode, values, transparency):
-    monkeypatch.setattr(images, "_BAND_SAMPLES", 500)  # a few rows a band
+    monkeypatch.setattr(images.convert, "_BAND_SAMPLES", 500)  # a few rows a band
     image = Image.frombytes(mode, (values.shape[1], values.shape[0]), values.tobytes())
     if transparency is not None:
         image.info["transparency"] = transparency
@@ -611,7 +611,7 @@ def test_the_deadline_stops_a_progressive_jpeg_within_the_scan_limit():
 
 def test_the_deadline_covers_reading_the_header(monkeypatch):
     clock = iter([0.0, 10.0])  # the reader is made at 0 s; its first read comes "10 s" later
-    monkeypatch.setattr(images.time, "thread_time", lambda: next(clock, 10.0))
+    monkeypatch.setattr(time, "thread_time", lambda: next(clock, 10.0))
     with pytest.raises(ImageError, match=r"reading the image header took longer than 3 s"):
         load_image(encode(Image.new("RGB", (8, 8)), "PNG"))
 
