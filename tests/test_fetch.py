@@ -22,7 +22,7 @@ from hostile import corpus
 from PIL import Image
 
 from lookalike.errors import BlockedURLError, FetchError, SourceError
-from lookalike.sources import fetch as fetch_module
+from lookalike.sources import decoding
 from lookalike.sources.fetch import MAX_URL_LENGTH, AddressGuard, fetch_bytes
 
 try:
@@ -397,7 +397,7 @@ def test_gzip_bomb_is_refused_having_allocated_little(server: str) -> None:
 @pytest.mark.skipif(brotli is None, reason="brotli is not installed")
 def test_brotli_bomb_is_refused_having_allocated_little(server: str) -> None:
     assert len(brotli_bomb()) < 64 * 1024  # ~50 KB, one network read, for 256 MiB decoded
-    if fetch_module._BROTLI is not None:
+    if decoding._BROTLI is not None:
         expected = f"too large: more than {MIB} bytes"
     else:  # an old brotli without a bounded decoder: refused, never decoded
         expected = "Content-Encoding 'br', which lookalike does not decode"
@@ -430,13 +430,13 @@ def test_honest_compressed_image_comes_back_decoded(server: str, body: str, enco
     assert fetch_bytes(encoded(server, body, encoding)) == PNG
 
 
-@pytest.mark.skipif(brotli is None or fetch_module._BROTLI is None, reason="no bounded brotli decoder installed")
+@pytest.mark.skipif(brotli is None or decoding._BROTLI is None, reason="no bounded brotli decoder installed")
 def test_honest_brotli_image_comes_back_decoded(server: str) -> None:
     assert fetch_bytes(encoded(server, "brotli-png", "br")) == PNG
 
 
 def test_brotli_is_refused_by_name_without_a_bounded_decoder(server: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(fetch_module, "_BROTLI", None)
+    monkeypatch.setattr(decoding, "_BROTLI", None)
     with pytest.raises(FetchError, match=r"sent Content-Encoding 'br', which lookalike does not decode"):
         fetch_bytes(encoded(server, "png", "br"))
 

@@ -2,234 +2,36 @@
 
 Catalogue manifests and FEIDEGGER point at images on the web, and the web API will accept a query image
 by URL. Both are untrusted input, so a fetch is bounded in every direction (scheme, size, time,
-redirects, content type) and, with an :class:`AddressGuard`, cannot be aimed at the machine itself or
-its private network (SSRF): the guard checks every hop of a redirect chain, not only the first URL.
-
-Known gap (DNS rebinding): the guard resolves a host name and checks its addresses, then httpx resolves
-the name again to connect. A hostile DNS server can answer the two look-ups differently (public, then
-private). Closing the gap needs connecting to the checked address itself (pinning), which httpx does not
-offer without a custom transport; until then, a guard stops honest mistakes and naive attacks, and
-deployments exposed to the internet should also restrict egress at the network level.
-
-Compressed replies: we ask for ``Accept-Encoding: identity``, but a hostile server may answer with
-``Content-Encoding: gzip`` (or ``br``) anyway, and a few hundred bytes of brotli expand to gigabytes.
-httpx would decode a whole network chunk before we could count it, so the body is read raw and decoded
-here in bounded steps, each step's output counted against ``max_bytes`` before the next is made.
+redirects, content type) and, with an :class:`~lookalike.sources.guard.AddressGuard`, cannot be aimed at the
+machine itself or its private network (SSRF): the guard checks every hop of a redirect chain, not only the
+first URL. The URL checks and the guard (with its known DNS-rebinding gap) are in :mod:`lookalike.sources.guard`,
+the bounded decoding of compressed replies in :mod:`lookalike.sources.decoding`.
 """
 
 from __future__ import annotations
 
-import ipaddress
 import socket
 import time
-import unicodedata
-import zlib
-from collections.abc import Iterator, Sequence
-from types import ModuleType
-from typing import Protocol
-from urllib.parse import urljoin, urlsplit
+from urllib.parse import urljoin
 
 import httpx
 
-from lookalike.errors import BlockedURLError, FetchError
+from lookalike.errors import FetchError
+from lookalike.sources.decoding import _CorruptBody, _decoder_for
+from lookalike.sources.guard import MAX_URL_LENGTH, AddressGuard, _check_url_text, _split_url
 
-try:
-    import brotli as _brotli_module
-except ImportError:  # optional: without it, brotli replies are refused
-    _brotli_module = None
-
-
-def _bounded_brotli() -> ModuleType | None:
-    """The ``brotli`` module if its decoder can cap its output (brotli>=1.2), else None.
-
-    Older versions (and the unrelated brotlipy) only decode a chunk all at once, which is the bomb.
-    """
-    module = _brotli_module
-    if module is None or not hasattr(getattr(module, "Decompressor", None), "can_accept_more_data"):
-        return None
-    try:
-        module.Decompressor().process(b"", output_buffer_limit=1)
-    except Exception:  # no such argument (TypeError) or anything else: not a decoder to rely on
-        return None
-    return module
-
-
-_BROTLI = _bounded_brotli()
+__all__ = ["DEFAULT_MAX_BYTES", "MAX_URL_LENGTH", "AddressGuard", "FetchError", "fetch_bytes"]
 
 DEFAULT_MAX_BYTES = 30 * 1024 * 1024
-MAX_URL_LENGTH = 8192
-"""Longest URL fetched, in characters. Most servers refuse longer request lines (nginx's default buffer
-is 8 KiB, Apache's LimitRequestLine 8190 bytes), so a longer URL could not be fetched anyway; refusing it
-up front gives a clear error, bounds the work of checking it, and keeps error messages short."""
-_DECODE_STEP = 64 * 1024
-"""Most decoded bytes made at once: the memory a compressed reply can cost beyond ``max_bytes``."""
-ALLOWED_SCHEMES = ("http", "https")
+
 REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
+
 _HEADERS = {
     "User-Agent": "lookalike/0.1",
     # Images are compressed already; asking for the bytes as stored keeps max_bytes meaningful and
     # leaves no room for a decompression bomb from an honest server.
     "Accept-Encoding": "identity",
 }
-
-IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
-IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
-
-
-def _shown(url: str) -> str:
-    """``url`` for an error message, cut short: a refused URL may be long and is the client's text."""
-    return repr(url) if len(url) <= 200 else repr(url[:200]) + f"... ({len(url)} characters)"
-
-
-def _check_url_text(url: str) -> None:
-    """Refuse a URL that is too long or holds characters no URL may hold literally.
-
-    Control characters (tab, CR, LF, NUL, DEL, C1) and whitespace other than a plain space are refused
-    anywhere: ``urlsplit`` and ``urljoin`` silently drop tabs and newlines while httpx raises on them,
-    so the guard and the request would otherwise disagree about the URL. A plain space is refused at
-    either end and before the path (scheme, user, host, port); inside the path or query httpx sends it
-    as ``%20``, as browsers do, so a pasted ``.../red dress.jpg`` still works.
-    """
-    if len(url) > MAX_URL_LENGTH:
-        raise FetchError(f"invalid URL {_shown(url)}: longer than {MAX_URL_LENGTH} characters")
-    for position, char in enumerate(url):
-        if unicodedata.category(char) == "Cc" or (char.isspace() and char != " "):
-            raise FetchError(f"invalid URL {_shown(url)}: control or whitespace character {char!r} at {position}")
-    if url != url.strip(" "):
-        raise FetchError(f"invalid URL {_shown(url)}: it starts or ends with a space")
-    try:
-        authority = urlsplit(url).netloc
-    except ValueError as exc:
-        raise FetchError(f"invalid URL {_shown(url)}: {exc}") from None
-    if " " in authority:
-        raise FetchError(f"invalid URL {_shown(url)}: a space before the path (in the host or port)")
-
-
-def _split_url(url: str) -> tuple[str, str, int]:
-    """Scheme, host and port an http(s) URL is fetched from; anything else is refused before any network
-    use. Every hop (the first URL, the guard's check, each redirect target) comes through here.
-
-    The host is the one httpx will connect to (IDNA-encoded the way httpx encodes it), not the one
-    ``urlsplit`` reads: a guard that judged another spelling of the name (``faß.de`` is ``fass.de`` to
-    Python's resolver but ``xn--fa-hia.de`` to httpx) could pass a host that is not the one connected to.
-    A URL that httpx cannot parse is judged by ``urlsplit``'s host, so an internal address still reads as
-    blocked; httpx then refuses to build the request, which :func:`fetch_bytes` reports as invalid.
-    """
-    try:
-        parts = urlsplit(url)
-        port = parts.port
-    except ValueError as exc:
-        raise FetchError(f"invalid URL {_shown(url)}: {exc}") from None
-    scheme = parts.scheme.lower()
-    if scheme not in ALLOWED_SCHEMES:
-        shown = scheme or "none"
-        raise BlockedURLError(f"unsupported URL scheme {shown!r} in {_shown(url)}: only http and https are fetched")
-    _check_url_text(url)
-    host = parts.hostname
-    if not host:
-        raise FetchError(f"invalid URL {_shown(url)}: no host")
-    default_port = 443 if scheme == "https" else 80
-    try:
-        parsed = httpx.URL(url)
-        connect_host = parsed.raw_host.decode("ascii")
-    except (httpx.InvalidURL, UnicodeError, ValueError):
-        return scheme, host, default_port if port is None else port
-    if not connect_host:
-        raise FetchError(f"invalid URL {_shown(url)}: no host")
-    return scheme, connect_host, default_port if parsed.port is None else parsed.port
-
-
-def _forbidden_kind(ip: IPAddress) -> str | None:
-    """Why an address is off limits (``"loopback"``, ``"private"``, ...), or None for a public address.
-
-    IPv6 forms that embed an IPv4 address (``::ffff:127.0.0.1``, 6to4 ``2002:7f00:1::``) are judged by
-    the embedded address too, since the packet ends up there.
-    """
-    if isinstance(ip, ipaddress.IPv6Address):
-        for embedded in (ip.ipv4_mapped, ip.sixtofour):
-            if embedded is not None:
-                kind = _forbidden_kind(embedded)
-                if kind:
-                    return kind
-    checks = (
-        ("unspecified", ip.is_unspecified),
-        ("loopback", ip.is_loopback),
-        ("link-local", ip.is_link_local),
-        ("multicast", ip.is_multicast),
-        ("private", ip.is_private),
-        ("reserved", ip.is_reserved),
-        ("non-public", not ip.is_global),
-    )
-    return next((kind for kind, hit in checks if hit), None)
-
-
-class AddressGuard:
-    """Refuses URLs whose host resolves to a loopback, private, link-local, multicast, reserved or
-    unspecified address, unless the host name, the address or a network containing it is allowed.
-
-    ``allow`` entries are host names (``"images.internal"``), addresses (``"10.1.2.3"``, ``"::1"``) or
-    networks (``"127.0.0.0/8"``). An allowed host name skips the address check entirely.
-    See the module docstring for the DNS-rebinding gap between :meth:`check` and the connection.
-    """
-
-    def __init__(self, allow: Sequence[str] = ()) -> None:
-        if isinstance(allow, str):
-            allow = [allow]
-        self._hosts: set[str] = set()
-        self._networks: list[IPNetwork] = []
-        for entry in allow:
-            text = entry.strip().strip("[]")
-            if not text:
-                continue
-            try:
-                self._networks.append(ipaddress.ip_network(text, strict=False))
-            except ValueError:
-                self._hosts.add(text.lower().rstrip("."))
-
-    def __repr__(self) -> str:
-        allowed = sorted(self._hosts) + [str(net) for net in self._networks]
-        return f"AddressGuard(allow={allowed!r})"
-
-    def _allowed_ip(self, ip: IPAddress) -> bool:
-        candidates: list[IPAddress] = [ip]
-        if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-            candidates.append(ip.ipv4_mapped)
-        return any(c in net for c in candidates for net in self._networks if c.version == net.version)
-
-    def _resolve(self, host: str, port: int, url: str) -> list[IPAddress]:
-        try:
-            return [ipaddress.ip_address(host)]
-        except ValueError:
-            pass
-        try:
-            infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-        except (socket.gaierror, UnicodeError, OSError) as exc:
-            raise FetchError(f"cannot resolve host {host!r} in {url!r}: {exc}", "unreachable") from None
-        addresses: list[IPAddress] = []
-        for *_, sockaddr in infos:
-            # IPv6 link-local results carry a scope ("fe80::1%eth0"), which ip_address rejects.
-            text = str(sockaddr[0]).split("%", 1)[0]
-            addresses.append(ipaddress.ip_address(text))
-        if not addresses:
-            raise FetchError(f"cannot resolve host {host!r} in {url!r}: no addresses", "unreachable")
-        return addresses
-
-    def check(self, url: str) -> None:
-        """Raise :class:`FetchError` unless ``url`` is http(s) and every address of its host is allowed.
-
-        Every address counts, not just the first: the connection may use any of them.
-        """
-        _, host, port = _split_url(url)
-        host = host.lower().rstrip(".")
-        if host in self._hosts:
-            return
-        for ip in self._resolve(host, port, url):
-            if self._allowed_ip(ip):
-                continue
-            kind = _forbidden_kind(ip)
-            if kind:
-                shown = host if host == str(ip) else f"{host!r} resolves to {ip}, which"
-                raise BlockedURLError(f"refusing to fetch {url!r}: {shown} is a {kind} address")
 
 
 def _content_type_ok(content_type: str | None, accept: tuple[str, ...]) -> bool:
@@ -252,134 +54,6 @@ def _is_dns_failure(exc: BaseException) -> bool:
         current = current.__cause__ or current.__context__
     text = str(exc).lower()
     return "name or service not known" in text or "nodename nor servname" in text or "getaddrinfo" in text
-
-
-class _CorruptBody(ValueError):
-    """A compressed body that does not decode (or stops mid-stream)."""
-
-
-class _Decoder(Protocol):
-    def decode(self, data: bytes) -> Iterator[bytes]:
-        """Decoded bytes of the next raw chunk, in pieces of about :data:`_DECODE_STEP` at most.
-
-        Pieces are made one at a time, so a caller that stops iterating (the body is too large) stops
-        the decoding too: nothing is ever decoded beyond the piece being counted.
-        """
-        ...
-
-    def finish(self) -> None:
-        """Called after the last chunk: raise :class:`_CorruptBody` if the stream was cut short."""
-        ...
-
-
-class _Identity:
-    def decode(self, data: bytes) -> Iterator[bytes]:
-        yield data
-
-    def finish(self) -> None:
-        pass
-
-
-def _is_zlib_header(head: bytes) -> bool:
-    """Whether two bytes open a zlib stream (RFC 1950: method 8, window <= 32 KiB, check bits)."""
-    return head[0] & 0x0F == 8 and head[0] >> 4 <= 7 and (head[0] << 8 | head[1]) % 31 == 0
-
-
-class _Inflate:
-    """gzip, or deflate with or without its zlib wrapper.
-
-    RFC 9110 says ``deflate`` is zlib-wrapped, but some servers send raw deflate; like browsers, the
-    first two bytes decide. ``decompress(max_length=...)`` keeps the rest of the input in
-    ``unconsumed_tail``, so each call makes at most one step of output whatever the ratio.
-    Bytes after the end of the stream are ignored, as httpx and browsers do.
-    """
-
-    def __init__(self, gzip: bool) -> None:
-        self._inflater = zlib.decompressobj(zlib.MAX_WBITS | 16) if gzip else None
-        self._head = b""
-        self._seen = False
-
-    def decode(self, data: bytes) -> Iterator[bytes]:
-        self._seen = self._seen or bool(data)
-        if self._inflater is None:
-            self._head += data
-            if len(self._head) < 2:
-                return
-            data, self._head = self._head, b""
-            self._inflater = zlib.decompressobj(zlib.MAX_WBITS if _is_zlib_header(data) else -zlib.MAX_WBITS)
-        inflater = self._inflater
-        while not inflater.eof:
-            try:
-                piece = inflater.decompress(data, _DECODE_STEP)
-            except zlib.error as exc:
-                raise _CorruptBody(str(exc)) from None
-            data = inflater.unconsumed_tail
-            if piece:
-                yield piece
-            # Less than a full step with no input left: zlib holds nothing more until the next chunk.
-            if not data and len(piece) < _DECODE_STEP:
-                return
-
-    def finish(self) -> None:
-        if self._seen and (self._inflater is None or not self._inflater.eof):
-            raise _CorruptBody("the body ends before the compressed stream does")
-
-
-class _Brotli:
-    """brotli through a decoder whose output per call is capped (``output_buffer_limit``, brotli>=1.2).
-
-    Once the cap is hit the decoder takes no input until it has been drained with empty calls. Like
-    httpx's decoder, it refuses bytes after the end of the stream.
-    """
-
-    def __init__(self, module: ModuleType) -> None:
-        self._error: type[Exception] = module.error
-        self._decompressor = module.Decompressor()
-        self._seen = False
-
-    def decode(self, data: bytes) -> Iterator[bytes]:
-        self._seen = self._seen or bool(data)
-        decompressor = self._decompressor
-        if decompressor.is_finished():
-            return
-        try:
-            piece = decompressor.process(data, output_buffer_limit=_DECODE_STEP)
-            while True:
-                if piece:
-                    yield piece
-                if decompressor.can_accept_more_data():
-                    return
-                piece = decompressor.process(b"", output_buffer_limit=_DECODE_STEP)
-                if not piece and not decompressor.can_accept_more_data():
-                    raise _CorruptBody("the brotli decoder stopped making progress")  # never loop forever
-        except self._error as exc:
-            raise _CorruptBody(str(exc) or "brotli could not decode it") from None
-
-    def finish(self) -> None:
-        if self._seen and not self._decompressor.is_finished():
-            raise _CorruptBody("the body ends before the compressed stream does")
-
-
-def _decoder_for(content_encoding: str | None, url: str) -> _Decoder:
-    """The decoder for a reply's ``Content-Encoding``, or :class:`FetchError` if lookalike cannot decode
-    it boundedly. One encoding at most: stacked ones (``gzip, br``) are a bomb's tool, not a store's."""
-    codings = [c.strip().lower() for c in (content_encoding or "").split(",")]
-    codings = [c for c in codings if c and c != "identity"]
-    if not codings:
-        return _Identity()
-    refusal = f"{url!r} sent Content-Encoding {content_encoding!r}, which lookalike does not decode"
-    if len(codings) > 1:
-        raise FetchError(f"{refusal} (more than one encoding)")
-    coding = codings[0]
-    if coding in ("gzip", "x-gzip"):
-        return _Inflate(gzip=True)
-    if coding == "deflate":
-        return _Inflate(gzip=False)
-    if coding == "br":
-        if _BROTLI is None:
-            raise FetchError(f"{refusal} (no bounded brotli decoder installed: it needs brotli>=1.2)")
-        return _Brotli(_BROTLI)
-    raise FetchError(refusal)
 
 
 def _read_limited(response: httpx.Response, url: str, max_bytes: int, deadline: float | None) -> bytes:
