@@ -32,12 +32,18 @@ from lookalike.sources.fetch import AddressGuard, fetch_bytes
 
 
 @dataclass
-class SearchResponse:
+class SearchOutcome:
+    """What one search found: the page of results, the model, each stage's time and the best match's tier.
+
+    (The REST API wraps it in its own ``SearchResponse``, the body a client reads.)"""
+
     results: list[SearchResult]
     model: str
     timings_ms: dict[str, float] = field(default_factory=dict)
     match: str | None = None
     """The best result's tier (``same_item``, ``similar``, ``none``), None when the index is not calibrated."""
+    next_offset: int | None = None
+    """Where the next page starts (``offset + k``), or None when this page was the last (fewer than k)."""
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -156,7 +162,7 @@ def search_vector(
     shaping: Shaping = DEFAULT_SHAPING,
     image: bytes | None = None,
     shade: np.ndarray | None = None,
-) -> SearchResponse:
+) -> SearchOutcome:
     """The k items nearest ``vector`` after the first ``offset``, leaving out the ids in ``exclude``, shaped
     by the catalogue's calibration (``image``, the query's bytes, lets ambiguous matches be verified) and
     re-ordered by colour when ``shade`` (the query's colour descriptor) is given and colour weighs."""
@@ -182,7 +188,9 @@ def search_vector(
         pool = results[: COLOUR_POOL * (offset + k)]
         results = colour.rerank(pool, shade, catalog.index.colours([hit.id for hit in pool]), weight)
         watch.lap("colour")
-    return SearchResponse(results[offset : offset + k], catalog.embedder.name, watch.timings, match)
+    page = results[offset : offset + k]
+    following = offset + k if len(page) == k else None
+    return SearchOutcome(page, catalog.embedder.name, watch.timings, match, following)
 
 
 def search_steered(
@@ -198,7 +206,7 @@ def search_steered(
     shaping: Shaping = DEFAULT_SHAPING,
     image: bytes | None = None,
     shade: np.ndarray | None = None,
-) -> SearchResponse:
+) -> SearchOutcome:
     """A search moved toward the ``positive`` items and away from the ``negative`` ones (by id; see
     :mod:`lookalike.feedback`), which are themselves left out of the results."""
     for name, ids in (("positive", positive), ("negative", negative)):
@@ -244,7 +252,7 @@ def search_image(
     positive: Sequence[str] = (),
     negative: Sequence[str] = (),
     shaping: Shaping = DEFAULT_SHAPING,
-) -> SearchResponse:
+) -> SearchOutcome:
     """The k catalogue items that look most like the image in ``data`` (after ``offset``, moved by the
     ``positive`` and ``negative`` ids)."""
     query = embed_query(catalog, data)
@@ -266,7 +274,7 @@ def search_url(
     positive: Sequence[str] = (),
     negative: Sequence[str] = (),
     shaping: Shaping = DEFAULT_SHAPING,
-) -> SearchResponse:
+) -> SearchOutcome:
     """Fetch the image at ``url`` (through ``guard`` when the URL comes from outside) and search with it."""
     watch = _Stopwatch()
     data = fetch_bytes(url, guard=guard)
@@ -286,7 +294,7 @@ def search_item(
     positive: Sequence[str] = (),
     negative: Sequence[str] = (),
     shaping: Shaping = DEFAULT_SHAPING,
-) -> SearchResponse:
+) -> SearchOutcome:
     """ "More like this": items nearest to an indexed item, leaving the item itself out."""
     item = catalog.index.get(item_id, with_vector=True)
     if item is None or item.vector is None:

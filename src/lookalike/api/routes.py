@@ -15,7 +15,9 @@ from starlette.datastructures import UploadFile
 
 from lookalike.api.images import THUMBNAIL_SIZES, image_path, image_response
 from lookalike.api.schemas import (
-    MAX_K,
+    Display as DisplayOut,
+)
+from lookalike.api.schemas import (
     DuplicateGroup,
     DuplicatePair,
     Duplicates,
@@ -26,9 +28,6 @@ from lookalike.api.schemas import (
     SearchRequest,
     SearchResponse,
 )
-from lookalike.api.schemas import (
-    Display as DisplayOut,
-)
 from lookalike.api.service import (
     THUMBNAIL_SIZE,
     ServerState,
@@ -38,15 +37,15 @@ from lookalike.api.service import (
     run_search,
     state_of,
 )
-from lookalike.api.uploads import forget_upload, store_upload, upload_path
+from lookalike.api.uploads import forget_upload
 from lookalike.confidence.tiers import TIERS
 from lookalike.crop import parse_crop
 from lookalike.errors import FilterError, ImageError, LookalikeError, NotFoundError
 from lookalike.facets import shop_facets
 from lookalike.images import image_format
 from lookalike.index import Item, validate
-from lookalike.ingest import content_hash
-from lookalike.search import MAX_OFFSET, EmbeddedQuery, Shaping
+from lookalike.search import MAX_K, MAX_OFFSET, EmbeddedQuery, Shaping
+from lookalike.service import add_one_item, describe_index
 
 router = APIRouter()
 State = Annotated[ServerState, Depends(state_of)]
@@ -282,22 +281,15 @@ async def duplicates(
     )
 
 
-@router.get("/api/info", response_model=Info, tags=["search"])
+@router.get("/api/info", response_model=Info, response_model_exclude_unset=True, tags=["search"])
 def info(state: State) -> Info:
-    """What the index holds and how the page should show it (its display: which field is the title...)."""
-    settings = state.catalog.index.settings
+    """What the index holds (the fields of ``lookalike info --json`` but the index's location), whether this
+    server takes writes, and how the page should show items (its display: which field is the title...)."""
     display = state.display()
     return Info(
-        model=str(settings.embedding.get("model")),
-        dim=settings.dim,
-        metric=settings.metric,
-        kind=settings.kind,
-        items=state.catalog.index.count(),
+        **describe_index(state.catalog),
         read_only=state.settings.api_key is None,
         display=DisplayOut(fields=display.fields, currency_code=display.currency_code),
-        calibrated=state.catalog.calibration() is not None,
-        colour_weight=state.catalog.colour_weight(),
-        focus=state.catalog.embedder.focus is not None,
     )
 
 
@@ -351,16 +343,8 @@ def _check_item_id(item_id: str) -> str:
 def _add_item(
     state: ServerState, data: bytes, kind: str, query: EmbeddedQuery, item_id: str | None, metadata: dict[str, Any]
 ) -> ItemOut:
-    """Write the item and its file: the index checks the whole item (its contract) before anything is written,
-    and the file is kept only once the index took the item (uploads.store_upload)."""
-    digest = content_hash(data)
-    item_id = item_id or digest
-    path = upload_path(state.uploads_dir, item_id, digest, kind)
-    item = Item(item_id, query.vector, metadata, str(path), digest, query.colour)
-    index = state.catalog.index
-    previous = index.get(item_id)
-    store_upload(path, data, lambda: index.add([item]))
-    forget_upload(state.uploads_dir, previous, keep=str(path))
+    """Write the item and its file (:func:`lookalike.service.add_one_item`), then let the server save."""
+    item = add_one_item(state.catalog, data, kind, query, state.uploads_dir, item_id, metadata)
     state.after_write()
     return _item_out(item)
 

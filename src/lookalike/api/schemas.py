@@ -142,20 +142,50 @@ class Display(BaseModel):
     currency_code: str | None = None
 
 
+class HnswInfo(BaseModel):
+    m: int
+    ef_construction: int
+    ef_search: int
+
+
+class IvfInfo(BaseModel):
+    lists: int
+    nprobe: int
+
+
 class Info(BaseModel):
+    """The index's description (``lookalike info --json``'s fields but ``location``: see
+    :func:`lookalike.service.describe_index`), with the server's ``read_only`` and ``display``. Fields that
+    apply to some indexes only (``hnsw``, ``ivf``, a lossy structure's ``encoding``...) and the backend's own
+    counts (``vectors_in_graph``, ``dead_vectors``...) are present only where they apply."""
+
+    model_config = ConfigDict(extra="allow")
+
+    backend: str
     model: str
     dim: int
     metric: str
     kind: str
+    hnsw: HnswInfo | None = None
+    ivf: IvfInfo | None = None
+    encoding: str | None = None
+    """How a lossy search structure stores vectors (with ``pq_m``, ``pq_bits``, ``reduce_dim``, ``rerank``,
+    ``rerank_encoding``); absent for float structures."""
+    preprocessing: dict[str, Any] | None = None
+    weights: str | None = None
     items: int
-    read_only: bool
-    display: Display | None = None
+    metadata_fields: dict[str, int] = {}
+    """Metadata field -> how many distinct values it has (counted up to 1,000)."""
+    notes: list[str] = []
+    """The names of the notes the index keeps (calibration, display, colour...)."""
     calibrated: bool = False
     """Whether results carry tiers (the page can then say "no close match" and "same item")."""
     colour_weight: float = 0.0
     """How much colour weighs in a search that does not say (``colour``): the catalogue's default."""
     focus: bool = False
     """Whether the focus stage finds the product in a query picture (its box comes back as ``query.box``)."""
+    read_only: bool
+    display: Display | None = None
 
 
 class ReferenceImageRequest(BaseModel):

@@ -9,6 +9,7 @@ import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any, Literal
 
@@ -27,7 +28,8 @@ from lookalike.display import NOTE as DISPLAY_NOTE
 from lookalike.display import Display, from_note, parse_assignments, parse_hidden
 from lookalike.errors import ImageError, LookalikeError, NotCalibratedError, NotFoundError, PayloadTooLargeError
 from lookalike.index import Filter, Item
-from lookalike.search import DEFAULT_SHAPING, EmbeddedQuery, Shaping, embed_query, search_item, search_steered
+from lookalike.search import DEFAULT_SHAPING, EmbeddedQuery, Shaping, embed_query
+from lookalike.service import search, search_vector
 from lookalike.sources.fetch import AddressGuard, fetch_bytes
 
 THUMBNAIL_SIZE = 320
@@ -196,6 +198,9 @@ async def run_search(
     catalog = state.catalog
     catalog.index.check_filter(filter)  # a filter on an unknown field is refused before any image work
     query = QueryInfo(type=kind)
+    # The same for every kind of query: the page, the feedback, the shaping and the score floor.
+    steering: dict[str, Any] = {"offset": offset, "positive": positive, "negative": negative, "shaping": shaping}
+    steering["min_score"] = min_score
     if kind == "feedback" and crop is not None:
         raise LookalikeError("crop needs a query picture: an image, url, id or ref")
     if kind == "id" and crop is not None:
@@ -204,31 +209,16 @@ async def run_search(
             raise NotFoundError(f"no item with id {value!r} in the index")
         embedded = await embed_query_image(state, await item_image_bytes(item, state), crop)
         response = await run_in_threadpool(
-            search_steered,
-            catalog,
-            embedded.vector,
-            k,
-            filter,
-            False,
-            offset,
-            positive,
-            negative,
-            (value,),
-            shaping,
-            None,
-            embedded.colour,
+            partial(search_vector, catalog, embedded.vector, k, filter, exclude=(value,), shade=embedded.colour),
+            **steering,
         )
         response.timings_ms = embedded.timings | response.timings_ms
         query.id, query.image_url = value, image_path(value)
     elif kind == "id":
-        response = await run_in_threadpool(
-            search_item, catalog, value, k, filter, False, offset, positive, negative, shaping
-        )
+        response = await run_in_threadpool(partial(search, catalog, value, k, filter, by_id=True), **steering)
         query.id, query.image_url = value, image_path(value)
     elif kind == "feedback":
-        response = await run_in_threadpool(
-            search_steered, catalog, None, k, filter, False, offset, positive, negative, (), shaping
-        )
+        response = await run_in_threadpool(partial(search_vector, catalog, None, k, filter), **steering)
     else:
         timings: dict[str, float] = {}
         box: Crop | None = None
@@ -256,7 +246,7 @@ async def run_search(
         query.box = box.as_list() if box is not None else None
         query.image_url = f"/api/queries/{query.ref}/image"
         response = await run_in_threadpool(
-            search_steered, catalog, vector, k, filter, False, offset, positive, negative, (), shaping, data, shade
+            partial(search_vector, catalog, vector, k, filter, image=data, shade=shade), **steering
         )
         response.timings_ms = timings | response.timings_ms
     state.metrics.observe_stages(response.timings_ms)
@@ -272,12 +262,10 @@ async def run_search(
             duplicates=hit.duplicates,
         )
         for hit in response.results
-        if min_score is None or hit.score >= min_score
     ]
     query.crop = crop.as_list() if crop is not None else None
     took = {stage: round(ms, 3) for stage, ms in response.timings_ms.items()}
     took["total"] = round((time.perf_counter() - started) * 1000, 3)
-    next_offset = offset + k if len(response.results) == k else None
     return SearchResponse(
         model=response.model,
         match=response.match,
@@ -285,5 +273,5 @@ async def run_search(
         took_ms=took,
         results=results,
         offset=offset,
-        next_offset=next_offset,
+        next_offset=response.next_offset,
     )
