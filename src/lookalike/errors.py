@@ -24,7 +24,20 @@ class ModelError(LookalikeError):
 
 
 class IndexError_(LookalikeError):
-    """The index is missing, unreadable, or asked to do something it cannot."""
+    """The index is missing, unreadable, or asked to do something it cannot.
+
+    The base of every index failure; catch a subclass to tell them apart: :class:`IndexRequestError` (the
+    caller's request is wrong: fix the input), :class:`BackendUnavailableError` (the server is away: retry),
+    :class:`IndexFormatError` (the stored index is not one this release can read: upgrade)."""
+
+
+class IndexRequestError(IndexError_):
+    """The request itself is refused: a bad item, id, k, or settings. Retrying it unchanged never helps (400)."""
+
+
+class IndexFormatError(IndexError_):
+    """The stored index was written in a form this release does not know (newer settings keys, a newer
+    store schema): most likely a newer lookalike made it, so upgrading lookalike is the fix."""
 
 
 class BackendUnavailableError(IndexError_):
@@ -35,7 +48,7 @@ class ModelMismatchError(IndexError_):
     """The index was built with another model (or dimension, or preprocessing) than the one in use."""
 
 
-class VectorSizeError(IndexError_):
+class VectorSizeError(IndexRequestError):
     """A vector's dimension does not match the index."""
 
 

@@ -25,6 +25,8 @@ STATUS_AND_CODE: list[tuple[type[Exception], int, str]] = [
     (errors.BackendUnavailableError, 503, "backend_unavailable"),
     (errors.BusyError, 503, "busy"),
     (errors.NotCalibratedError, 409, "not_calibrated"),
+    (errors.IndexRequestError, 400, "bad_request"),
+    (errors.IndexFormatError, 500, "index_format"),
     (errors.IndexError_, 400, "bad_request"),
     (errors.LookalikeError, 400, "bad_request"),
 ]

@@ -4,12 +4,24 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
 from lookalike.feedback import MAX_FEEDBACK
+from lookalike.index.validate import MAX_ID_BYTES
 from lookalike.search import MAX_K, MAX_OFFSET
 
 TierName = Literal["none", "similar", "same_item"]
+
+
+def _id_within_limit(item_id: str) -> str:
+    """The index contract's id limit (bytes of UTF-8, as every backend stores ids), not a character count."""
+    if len(item_id.encode("utf-8", "surrogatepass")) > MAX_ID_BYTES:
+        raise ValueError(f"an item id is at most {MAX_ID_BYTES} bytes of UTF-8")
+    return item_id
+
+
+ItemId = Annotated[str, Field(max_length=MAX_ID_BYTES), AfterValidator(_id_within_limit)]
+"""An id a request names: a character is at least one byte, so the character bound never refuses a valid id."""
 
 
 class SearchRequest(BaseModel):
@@ -26,10 +38,10 @@ class SearchRequest(BaseModel):
     filter: dict[str, Any] | None = Field(None, description='e.g. {"label": ["Dress", "Skirt"], "price": {"lt": 50}}')
     min_score: float | None = Field(None, description="Drop results scoring below this")
     offset: int = Field(0, ge=0, le=MAX_OFFSET, description="Skip this many results first (the next page)")
-    positive: list[Annotated[str, Field(max_length=1024)]] = Field(
+    positive: list[ItemId] = Field(
         default_factory=list, max_length=MAX_FEEDBACK, description="Ids of items to find more like"
     )
-    negative: list[Annotated[str, Field(max_length=1024)]] = Field(
+    negative: list[ItemId] = Field(
         default_factory=list, max_length=MAX_FEEDBACK, description="Ids of items to find less like"
     )
     min_tier: TierName | None = Field(

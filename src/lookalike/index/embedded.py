@@ -46,18 +46,19 @@ from typing import Any
 import faiss
 import numpy as np
 
-from lookalike.errors import IndexError_, VectorSizeError
+from lookalike.errors import IndexError_
 from lookalike.index import filters, validate
-from lookalike.index.base import (
-    Filter,
-    IndexSettings,
-    Item,
-    SearchResult,
-    VectorIndex,
+from lookalike.index.base import Item, VectorIndex
+from lookalike.index.results import (
+    Hit,
     choose_facets,
     facets_under,
-    score_from_distance,
+    from_similarity,
+    from_squared_l2,
+    from_unit_squared_l2,
 )
+from lookalike.index.settings import IndexSettings, full_record, settings_from_record
+from lookalike.index.validate import Batch, Limits
 
 SQLITE_NAME = "index.sqlite"
 FAISS_NAME = "vectors.faiss"
@@ -179,6 +180,7 @@ def _store_kind(index: faiss.Index) -> str:
 class EmbeddedIndex(VectorIndex):
     """FAISS + SQLite in one directory; open with :meth:`create` or :meth:`open`."""
 
+    limits = Limits("the embedded backend", embedded_options=True)
     _use_mmap = False  # open() sets it: map a saved checkpoint instead of reading it
 
     def __init__(self, path: Path, connection: sqlite3.Connection, settings: IndexSettings) -> None:
@@ -209,16 +211,14 @@ class EmbeddedIndex(VectorIndex):
         path = Path(path)
         if (path / SQLITE_NAME).exists():
             raise IndexError_(f"an index already exists at {path}")
-        if settings.dim <= 0:
-            raise VectorSizeError(f"an index needs a positive dimension, got {settings.dim}")
-        settings.check()
+        validate.check_settings(settings, cls.limits)
         path.mkdir(parents=True, exist_ok=True)
         # Made under a temporary name and renamed: a crash here leaves no index rather than one without settings.
         staging = path / (SQLITE_NAME + ".tmp")
         for leftover in (staging, Path(f"{staging}-wal"), Path(f"{staging}-shm")):
             leftover.unlink(missing_ok=True)
         with contextlib.closing(_connect(staging)) as connection, connection:
-            connection.execute("INSERT INTO meta VALUES ('settings', ?)", (json.dumps(asdict(settings)),))
+            connection.execute("INSERT INTO meta VALUES ('settings', ?)", (json.dumps(full_record(settings)),))
         os.replace(staging, path / SQLITE_NAME)
         connection = _connect(path / SQLITE_NAME)
         index = cls(path, connection, settings)
@@ -238,8 +238,9 @@ class EmbeddedIndex(VectorIndex):
         row = connection.execute("SELECT value FROM meta WHERE key = 'settings'").fetchone()
         if row is None:
             raise IndexError_(f"{path / SQLITE_NAME} has no settings: not a lookalike index")
+        settings = settings_from_record(json.loads(row[0]), f"the index at {path}")
         _add_colour_column(connection)
-        index = cls(path, connection, IndexSettings(**json.loads(row[0])))
+        index = cls(path, connection, settings)
         index._use_mmap = mmap
         with index._snapshot():
             index._load_checkpoint()
@@ -327,11 +328,9 @@ class EmbeddedIndex(VectorIndex):
         self._dirty = bool(missing.size)
 
     # ----------------------------------------------------------------------------------- writing
-    def add(self, items: Sequence[Item]) -> None:
-        if not items:
-            return
-        vectors, metadata, colours = validate.check_items(items, self.settings.dim, self.settings.metric)
-        ids = [item.id for item in items]
+    def _write(self, batch: Batch) -> None:
+        items, vectors, metadata, colours = batch.items, batch.vectors, batch.metadata_json, batch.colours
+        ids = batch.ids
         # An old index opened read-only has no colour column; the insert then fails as any write would there.
         columns = ("id", "location", "content_hash", "metadata", "vector", "colour")[: 6 if self._colour_column else 5]
         insert = f"INSERT INTO items ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))}) RETURNING vid"
@@ -365,7 +364,6 @@ class EmbeddedIndex(VectorIndex):
             if len(self._pending_vids) >= GRAPH_BATCH:
                 self._flush_pending()
             self._dirty = True
-        self._learn_fields(items)
 
     def delete(self, ids: Iterable[str]) -> int:
         ids = list(ids)
@@ -458,13 +456,7 @@ class EmbeddedIndex(VectorIndex):
         return np.frombuffer(blob, dtype=np.float32)
 
     # ----------------------------------------------------------------------------------- reading
-    def search(
-        self, vector: np.ndarray, k: int = 10, filter: Filter | None = None, exact: bool = False
-    ) -> list[SearchResult]:
-        if not isinstance(k, int) or isinstance(k, bool) or k < 1:
-            raise IndexError_(f"k must be a positive integer, got {k!r}")
-        query = validate.check_query(vector, self.settings.dim, self.settings.metric)
-        conditions = filters.normalize(filter)
+    def _knn(self, query: np.ndarray, k: int, conditions: list[filters.Condition], exact: bool) -> list[Hit]:
         # Compiled before taking the lock: only running the statement holds it up for other requests.
         where = filters.to_sql(conditions) if conditions else None
         with self._lock:
@@ -622,7 +614,7 @@ class EmbeddedIndex(VectorIndex):
 
     def _results(
         self, distances: np.ndarray, found: np.ndarray, k: int, rescore: np.ndarray | None = None
-    ) -> list[SearchResult]:
+    ) -> list[Hit]:
         """The best ``k`` of ``found`` (ordered by ``distances``) as results, in one read of their rows.
 
         ``rescore`` (the query): replace the distances with exact squared L2 from the float vectors read in
@@ -646,27 +638,14 @@ class EmbeddedIndex(VectorIndex):
             floats = self._for_faiss(np.stack([self._from_blob(rows[vid][3]) for _, vid in hits]))
             exact = ((floats - query) ** 2).sum(axis=1)
             hits = sorted(zip(exact.tolist(), (vid for _, vid in hits), strict=True), key=lambda hit: hit[0])
-        results = []
-        for raw, vid in hits[:k]:
-            item_id, metadata, location = rows[vid][:3]
-            distance = self._distance(raw)
-            results.append(
-                SearchResult(
-                    item_id,
-                    score_from_distance(distance, self.settings.metric),
-                    distance,
-                    json.loads(metadata),
-                    location,
-                )
-            )
-        return results
+        return [Hit(rows[vid][0], self._distance(raw), rows[vid][1], rows[vid][2]) for raw, vid in hits[:k]]
 
     def _distance(self, raw: float) -> float:
         """FAISS gives squared L2 or inner product; report Euclidean distance or 1 - cosine."""
         if self.settings.metric == "cosine":
             # lossy structures compare unit vectors by squared L2, which is 2 - 2 cos
-            return raw / 2.0 if self.settings.is_lossy() else 1.0 - raw
-        return float(np.sqrt(max(raw, 0.0)))
+            return from_unit_squared_l2(raw) if self.settings.is_lossy() else from_similarity(raw)
+        return from_squared_l2(raw)
 
     def get(self, id: str, with_vector: bool = False) -> Item | None:
         with self._lock:
@@ -891,7 +870,7 @@ class EmbeddedIndex(VectorIndex):
 
         What the vectors are (dimension, metric, model) cannot change: that needs re-embedding.
         """
-        settings.check()
+        validate.check_settings(settings, cls.limits)
         with cls.open(path, mmap=True) as index:
             old = index.settings
         if (settings.dim, settings.metric, dict(settings.embedding)) != (old.dim, old.metric, dict(old.embedding)):
@@ -900,7 +879,7 @@ class EmbeddedIndex(VectorIndex):
         structure_kept = structure_of(settings) == structure_of(old)
         connection = _connect(path / SQLITE_NAME)
         with connection:
-            connection.execute("UPDATE meta SET value = ? WHERE key = 'settings'", (json.dumps(asdict(settings)),))
+            connection.execute("UPDATE meta SET value = ? WHERE key = 'settings'", (json.dumps(full_record(settings)),))
         connection.close()
         if not structure_kept:  # only query-time parameters changed: the checkpoint stays as it is
             (path / FAISS_NAME).unlink(missing_ok=True)
@@ -942,7 +921,7 @@ class EmbeddedIndex(VectorIndex):
                     for row, vector in zip(rows, vectors, strict=True)
                 ]
                 connection.executemany("UPDATE items SET vector = ? WHERE vid = ?", updates)
-            connection.execute("UPDATE meta SET value = ? WHERE key = 'settings'", (json.dumps(asdict(changed)),))
+            connection.execute("UPDATE meta SET value = ? WHERE key = 'settings'", (json.dumps(full_record(changed)),))
             (path / FAISS_NAME).unlink(missing_ok=True)
             connection.execute("COMMIT")
         except BaseException:

@@ -51,22 +51,20 @@ from typing import Any
 
 import numpy as np
 
-from lookalike.errors import BackendUnavailableError, FilterError, IndexError_, VectorSizeError
+from lookalike.errors import BackendUnavailableError, FilterError, IndexError_, IndexFormatError, IndexRequestError
 from lookalike.index import filters, validate
-from lookalike.index.base import (
-    Filter,
-    IndexSettings,
-    Item,
-    SearchResult,
-    VectorIndex,
+from lookalike.index.base import Item, VectorIndex
+from lookalike.index.results import (
+    Hit,
     choose_facets,
-    facet_key,
+    count_values,
     facets_under,
-    is_number,
-    refuse_unsupported,
-    score_from_distance,
-    server_record,
+    from_similarity,
+    from_squared_l2,
+    widen_spans,
 )
+from lookalike.index.settings import IndexSettings, settings_from_record, shared_record
+from lookalike.index.validate import Batch, Limits
 
 try:
     with warnings.catch_warnings():
@@ -108,6 +106,9 @@ _INT64 = (filters.INT64_MIN, filters.INT64_MAX)
 class MilvusIndex(VectorIndex):
     """An index in a Milvus collection; open with :meth:`create` or :meth:`open`."""
 
+    limits = Limits("Milvus", max_dim=MAX_DIM)
+    """No k limit: a k above Milvus's own (MAX_TOPK) is answered by brute force."""
+
     def __init__(
         self, uri: str, name: str, alias: str, collection: Any, settings: IndexSettings, consistency: str
     ) -> None:
@@ -131,17 +132,9 @@ class MilvusIndex(VectorIndex):
         ``db_name``, ``timeout``...), except ``consistency``: the reads' consistency level (default Session).
         """
         _check_name(name)
-        if not isinstance(settings.dim, int) or isinstance(settings.dim, bool) or settings.dim <= 0:
-            raise VectorSizeError(f"an index needs a positive dimension, got {settings.dim!r}")
-        if settings.dim > MAX_DIM:
-            raise VectorSizeError(f"Milvus holds vectors of at most {MAX_DIM} dimensions, got {settings.dim}")
-        if settings.metric not in ("l2", "cosine"):
-            raise IndexError_(f"unknown metric {settings.metric!r}; choose l2 or cosine")
-        if settings.kind not in ("exact", "hnsw"):
-            raise IndexError_(f"unknown index kind {settings.kind!r}; choose exact or hnsw")
-        refuse_unsupported(settings, "Milvus")  # quantization, PCA: embedded-only settings
+        validate.check_settings(settings, cls.limits)  # before connecting: a bad setting never reaches Milvus
         consistency = _consistency(connection)
-        description = json.dumps({"lookalike": {"format": FORMAT, "settings": server_record(settings)}}, sort_keys=True)
+        description = json.dumps({"lookalike": {"format": FORMAT, "settings": shared_record(settings)}}, sort_keys=True)
         alias = _connect(uri, connection)
         created = False
         try:
@@ -217,33 +210,32 @@ class MilvusIndex(VectorIndex):
                 _disconnect(self._alias)
 
     # ----------------------------------------------------------------------------------- writing
-    def add(self, items: Sequence[Item]) -> None:
-        if not items:
-            return
-        rows = self._validated_rows(items)
+    def _write(self, batch: Batch) -> None:
+        rows = self._rows(batch)
         self._check_open()
         with _errors("writing items"):
-            for batch in _batches(rows, self.settings.dim):
-                self._collection.upsert(list(map(list, zip(*batch, strict=True))))
+            for part in _batches(rows, self.settings.dim):
+                self._collection.upsert(list(map(list, zip(*part, strict=True))))
                 self._dirty = True
-        self._learn_fields(items)
 
-    def _validated_rows(self, items: Sequence[Item]) -> list[tuple[Any, ...]]:
-        """The shared contract's checks (lookalike.index.validate), then Milvus's own JSON-size limit, before
-        anything is written, so a bad batch changes nothing."""
-        vectors, texts, colours = validate.check_items(items, self.settings.dim, self.settings.metric)
-        metadata = [json.loads(text) for text in texts]
-        for item, meta in zip(items, metadata, strict=True):
+    def _rows(self, batch: Batch) -> list[tuple[Any, ...]]:
+        """The batch as Milvus rows, after Milvus's own JSON-size limit (its encoder's bytes, which can exceed
+        the contract's compact JSON), before anything is written, so a bad batch changes nothing."""
+        metadata = batch.metadata()
+        for item, meta in zip(batch.items, metadata, strict=True):
             if len(_encode_json(meta)) > MAX_METADATA_BYTES:
-                raise IndexError_(f"item {item.id!r} has more than {MAX_METADATA_BYTES} bytes of metadata (as JSON)")
+                raise IndexRequestError(
+                    f"item {item.id!r} has more than {MAX_METADATA_BYTES} bytes of metadata (as JSON)"
+                )
         rows = [
             (item.id, vector, item.location or "", item.content_hash or "", meta)
-            for item, vector, meta in zip(items, vectors.tolist(), metadata, strict=True)
+            for item, vector, meta in zip(batch.items, batch.vectors.tolist(), metadata, strict=True)
         ]
         if not self._has_colour:  # a collection made before colours: they are not kept
             return rows
         return [
-            (*row, {} if colour is None else {"h": colour.tolist()}) for row, colour in zip(rows, colours, strict=True)
+            (*row, {} if colour is None else {"h": colour.tolist()})
+            for row, colour in zip(rows, batch.colours, strict=True)
         ]
 
     def delete(self, ids: Iterable[str]) -> int:
@@ -268,13 +260,8 @@ class MilvusIndex(VectorIndex):
         return removed
 
     # ----------------------------------------------------------------------------------- reading
-    def search(
-        self, vector: np.ndarray, k: int = 10, filter: Filter | None = None, exact: bool = False
-    ) -> list[SearchResult]:
-        if not isinstance(k, int) or isinstance(k, bool) or k < 1:
-            raise IndexError_(f"k must be a positive integer, got {k!r}")
-        query = validate.check_query(vector, self.settings.dim, self.settings.metric)
-        expression = to_expression(filters.normalize(filter))
+    def _knn(self, query: np.ndarray, k: int, conditions: list[filters.Condition], exact: bool) -> list[Hit]:
+        expression = to_expression(conditions)
         self._check_open()
         if expression is None:  # a condition nothing can satisfy
             return []
@@ -286,7 +273,7 @@ class MilvusIndex(VectorIndex):
                 return self._brute_force(query, k, expression)  # the graph walk ran out before k matches
             return results
 
-    def _search(self, query: np.ndarray, k: int, expression: str) -> list[SearchResult]:
+    def _search(self, query: np.ndarray, k: int, expression: str) -> list[Hit]:
         params: dict[str, Any] = {"metric_type": _metric(self.settings), "params": {}}
         if self.settings.kind == "hnsw":
             params["params"] = {"ef": min(max(self.settings.ef_search, k), 32_768)}
@@ -299,27 +286,18 @@ class MilvusIndex(VectorIndex):
             output_fields=["location", "metadata"],
             consistency_level=self.consistency,
         )[0]
-        results = []
-        for hit in hits:
-            distance = self._distance(float(hit.distance))
-            results.append(
-                SearchResult(
-                    str(hit.id),
-                    score_from_distance(distance, self.settings.metric),
-                    distance,
-                    _metadata(hit.entity.get("metadata")),
-                    hit.entity.get("location") or None,
-                )
+        return [
+            Hit(
+                str(hit.id), self._distance(float(hit.distance)), hit.entity.get("metadata"), hit.entity.get("location")
             )
-        return results
+            for hit in hits
+        ]
 
     def _distance(self, raw: float) -> float:
         """Milvus gives squared L2 or the cosine similarity; report Euclidean distance or 1 - cosine."""
-        if self.settings.metric == "cosine":
-            return 1.0 - raw
-        return math.sqrt(max(raw, 0.0))
+        return from_similarity(raw) if self.settings.metric == "cosine" else from_squared_l2(raw)
 
-    def _brute_force(self, query: np.ndarray, k: int, expression: str) -> list[SearchResult]:
+    def _brute_force(self, query: np.ndarray, k: int, expression: str) -> list[Hit]:
         """Exact top k: every matching vector is fetched, page by page, and ranked with NumPy in float64."""
         q = query.astype(np.float64)
         q_norm = float(np.linalg.norm(q))
@@ -342,21 +320,11 @@ class MilvusIndex(VectorIndex):
         if not best_ids:
             return []
         details = {row["item_id"]: row for row in self._fetch(best_ids, ["location", "metadata"])}
-        results = []
-        for item_id, distance in zip(best_ids, best.tolist(), strict=True):
-            row = details.get(item_id)
-            if row is None:  # deleted by someone else in between
-                continue
-            results.append(
-                SearchResult(
-                    item_id,
-                    score_from_distance(distance, self.settings.metric),
-                    distance,
-                    _metadata(row.get("metadata")),
-                    row.get("location") or None,
-                )
-            )
-        return results
+        return [
+            Hit(item_id, distance, details[item_id].get("metadata"), details[item_id].get("location"))
+            for item_id, distance in zip(best_ids, best.tolist(), strict=True)
+            if item_id in details  # not deleted by someone else in between
+        ]
 
     def get(self, id: str, with_vector: bool = False) -> Item | None:
         if not _storable_id(id):
@@ -435,12 +403,7 @@ class MilvusIndex(VectorIndex):
         result: dict[str, dict[str, int]] = {}
         with _errors("reading metadata"):
             for rows in self._pages(expression, ["metadata"], 10_000):
-                for row in rows:
-                    for key, value in _metadata(row.get("metadata")).items():
-                        text = facet_key(value)
-                        if text is not None:
-                            values = result.setdefault(key, {})
-                            values[text] = values.get(text, 0) + 1
+                count_values((_metadata(row.get("metadata")) for row in rows), result)
         return result
 
     def _ranges(self, conditions: list[filters.Condition]) -> dict[str, tuple[float, float]]:
@@ -451,11 +414,7 @@ class MilvusIndex(VectorIndex):
         spans: dict[str, tuple[float, float]] = {}
         with _errors("reading metadata"):
             for rows in self._pages(expression, ["metadata"], 10_000):
-                for row in rows:
-                    for key, value in _metadata(row.get("metadata")).items():
-                        if is_number(value):
-                            low, high = spans.get(key, (value, value))
-                            spans[key] = (min(low, value), max(high, value))
+                widen_spans((_metadata(row.get("metadata")) for row in rows), spans)
         return {key: (float(low), float(high)) for key, (low, high) in sorted(spans.items())}
 
     # ----------------------------------------------------------------------------------- notes
@@ -709,13 +668,18 @@ def _is_outage(error: Exception) -> bool:
 
 
 def _settings_from(collection: Any, uri: str, name: str) -> IndexSettings:
+    """The settings in the description, by the one policy of every backend (``settings_from_record``)."""
     try:
         record = json.loads(collection.description)["lookalike"]
-        if record.get("format") != FORMAT:
-            raise IndexError_(f"{name} at {uri} has lookalike layout {record.get('format')!r}, expected {FORMAT}")
-        return IndexSettings(**record["settings"])
+        settings = record["settings"]
     except (ValueError, KeyError, TypeError) as error:
         raise IndexError_(f"the collection {name} at {uri} is not a lookalike index") from error
+    if record.get("format") != FORMAT:
+        raise IndexFormatError(
+            f"{name} at {uri} has lookalike layout {record.get('format')!r}, expected {FORMAT}: "
+            "a newer lookalike probably made it"
+        )
+    return settings_from_record(settings, f"the Milvus collection {name} at {uri}")
 
 
 def _metric(settings: IndexSettings) -> str:

@@ -50,26 +50,18 @@ import json
 import math
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from typing import Any, Literal
 from urllib.parse import parse_qs, unquote, urlsplit
 
 import numpy as np
 
-from lookalike.errors import BackendUnavailableError, IndexError_, VectorSizeError
+from lookalike.errors import BackendUnavailableError, IndexError_, IndexRequestError
 from lookalike.index import filters, validate
-from lookalike.index.base import (
-    Filter,
-    IndexSettings,
-    Item,
-    SearchResult,
-    VectorIndex,
-    by_count,
-    facets_under,
-    refuse_unsupported,
-    score_from_distance,
-    server_record,
-)
+from lookalike.index.base import Item, VectorIndex
+from lookalike.index.results import Hit, by_count, facets_under
+from lookalike.index.settings import IndexSettings, settings_from_record, shared_record
+from lookalike.index.validate import Batch, Limits
 
 try:
     from opensearchpy.exceptions import ConnectionError as _Unreachable
@@ -211,6 +203,9 @@ class OpenSearchConfig:
 class OpenSearchIndex(VectorIndex):
     """A lookalike index kept in one OpenSearch k-NN index; open with :meth:`create` or :meth:`open`."""
 
+    limits = Limits("OpenSearch", max_dim=MAX_DIM, max_k=MAX_K)
+    """k is bounded by the k-NN query and the default result window."""
+
     def __init__(
         self,
         client: Any,
@@ -246,12 +241,8 @@ class OpenSearchIndex(VectorIndex):
         """A new, empty index called ``name`` (which must not exist yet)."""
         engine = engine or config.engine
         if engine not in ENGINES:
-            raise IndexError_(f"engine must be one of {', '.join(ENGINES)}, got {engine!r}")
-        if not 0 < settings.dim <= MAX_DIM:
-            raise VectorSizeError(f"an OpenSearch index needs a dimension from 1 to {MAX_DIM}, got {settings.dim}")
-        if settings.metric not in SPACE_TYPES:
-            raise IndexError_(f"metric must be one of {', '.join(SPACE_TYPES)}, got {settings.metric!r}")
-        refuse_unsupported(settings, "OpenSearch")  # quantization, IVF, PCA: embedded-only settings
+            raise IndexRequestError(f"engine must be one of {', '.join(ENGINES)}, got {engine!r}")
+        validate.check_settings(settings, cls.limits)  # before connecting: a bad setting never reaches the cluster
         where = config.describe()
         with _connection(config, client) as (connection, owns):
             if _call(where, name, "check for an existing index", connection.indices.exists, index=name):
@@ -282,8 +273,7 @@ class OpenSearchIndex(VectorIndex):
                 raise IndexError_(
                     f"OpenSearch index {name!r} at {where} was not made by lookalike (no settings in _meta)"
                 )
-            known = {f.name for f in fields(IndexSettings)}
-            settings = IndexSettings(**{key: value for key, value in meta["settings"].items() if key in known})
+            settings = settings_from_record(meta["settings"], f"OpenSearch index {name!r} at {where}")
             index = cls(connection, name, settings, meta.get("engine", "faiss"), config, owns)
         index._types = _metadata_types(mappings)
         index._colour_mapped = "colour" in mappings.get("properties", {})
@@ -304,11 +294,8 @@ class OpenSearchIndex(VectorIndex):
         self.close()
 
     # ----------------------------------------------------------------------------------- writing
-    def add(self, items: Sequence[Item]) -> None:
-        if not items:
-            return
-        vectors, texts, colours = validate.check_items(items, self.settings.dim, self.settings.metric)
-        metadata = [json.loads(text) for text in texts]
+    def _write(self, batch: Batch) -> None:
+        items, vectors, metadata, colours = batch.items, batch.vectors, batch.metadata(), batch.colours
         actions: list[dict[str, Any]] = []
         for item, meta, vector, colour in zip(items, metadata, vectors, colours, strict=True):
             actions.append({"index": {"_id": item.id}})
@@ -332,7 +319,6 @@ class OpenSearchIndex(VectorIndex):
         for start in range(0, len(actions), per_request):
             self._stale = True
             self._bulk(actions[start : start + per_request], "add items")
-        self._learn_fields(items)
 
     def delete(self, ids: Iterable[str]) -> int:
         wanted = [i for i in dict.fromkeys(ids) if _possible_id(i)]
@@ -378,15 +364,7 @@ class OpenSearchIndex(VectorIndex):
         return results
 
     # ----------------------------------------------------------------------------------- searching
-    def search(
-        self, vector: np.ndarray, k: int = 10, filter: Filter | None = None, exact: bool = False
-    ) -> list[SearchResult]:
-        if not isinstance(k, int) or isinstance(k, bool) or k < 1:
-            raise IndexError_(f"k must be a positive integer, got {k!r}")
-        if k > MAX_K:
-            raise IndexError_(f"k must be at most {MAX_K} on OpenSearch (its k-NN and result-window limit), got {k}")
-        query = self._query_vector(vector)
-        conditions = filters.normalize(filter)
+    def _knn(self, query: np.ndarray, k: int, conditions: list[filters.Condition], exact: bool) -> list[Hit]:
         clauses = self._filter_clauses(conditions)
         if clauses is None:
             return []  # a condition no document can meet
@@ -394,20 +372,15 @@ class OpenSearchIndex(VectorIndex):
         body = self.exact_body(query, k, clauses) if brute else self.knn_body(query, k, clauses)
         self._refresh_if_stale()
         response = self._call("search", self.client.search, index=self.name, body=body)
-        results = []
-        for hit in response["hits"]["hits"]:
-            distance = self._distance(float(hit["_score"]), brute)
-            source = hit.get("_source", {})
-            results.append(
-                SearchResult(
-                    hit["_id"],
-                    score_from_distance(distance, self.settings.metric),
-                    distance,
-                    source.get("metadata") or {},
-                    source.get("location"),
-                )
+        return [
+            Hit(
+                hit["_id"],
+                self._distance(float(hit["_score"]), brute),
+                hit.get("_source", {}).get("metadata"),
+                hit.get("_source", {}).get("location"),
             )
-        return results
+            for hit in response["hits"]["hits"]
+        ]
 
     def knn_body(self, query: np.ndarray, k: int, clauses: list[dict[str, Any]]) -> dict[str, Any]:
         """Approximate search; the filter goes inside the k-NN query (efficient filtering), not after it."""
@@ -435,9 +408,6 @@ class OpenSearchIndex(VectorIndex):
         if self.settings.metric == "l2":
             return math.sqrt(max(1.0 / score - 1.0, 0.0)) if score > 0 else math.inf
         return 2.0 - score if exact else 2.0 - 2.0 * score
-
-    def _query_vector(self, vector: np.ndarray) -> np.ndarray:
-        return validate.check_query(vector, self.settings.dim, self.settings.metric)
 
     def _filter_clauses(self, conditions: list[filters.Condition]) -> list[dict[str, Any]] | None:
         if not conditions:
@@ -681,7 +651,7 @@ def index_body(settings: IndexSettings, engine: Engine) -> dict[str, Any]:
     return {
         "settings": {"index": {"knn": True, "knn.algo_param.ef_search": settings.ef_search, "refresh_interval": "1s"}},
         "mappings": {
-            "_meta": {"lookalike": {"format": META_FORMAT, "engine": engine, "settings": server_record(settings)}},
+            "_meta": {"lookalike": {"format": META_FORMAT, "engine": engine, "settings": shared_record(settings)}},
             "date_detection": False,  # a date-like string stays a keyword, equal only to itself
             "dynamic_templates": [
                 {name: {"path_match": "metadata.*", "match_mapping_type": json_type, "mapping": mapping}}

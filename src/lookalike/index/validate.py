@@ -1,8 +1,11 @@
 """What every backend accepts, checked once before anything is written: the write half of the index contract.
 
-The limits are the tightest any backend has, stated here as data, so an item that one backend takes every
-other backend takes too (a catalogue migrates without surprises) and a bad item is refused whole, before a
-byte reaches SQLite, OpenSearch or Milvus: a batch with one bad item changes nothing.
+The limits on items are the tightest any backend has, so an item that one backend takes every other backend
+takes too (a catalogue migrates without surprises) and a bad item is refused whole, before a byte reaches
+SQLite, OpenSearch or Milvus: a batch with one bad item changes nothing. What does differ between backends
+(the largest dimension and k, whether the embedded-only settings apply) is stated as data too: each backend
+declares its :class:`Limits`, and :meth:`VectorIndex.add` / ``search`` and every ``create`` check against them
+here, so no backend repeats a check and none can drift from the others.
 
 Metadata gets the strictest treatment because it comes from outside (manifest columns, the API's ``metadata``
 field) and is read back on every search that returns the item: a value that can be stored but not read back
@@ -16,12 +19,20 @@ import json
 import math
 import re
 from collections.abc import Mapping, Sequence
-from typing import Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from lookalike.errors import IndexError_, VectorSizeError
+from lookalike.errors import IndexRequestError, VectorSizeError
 from lookalike.index import filters
+from lookalike.index.settings import IndexSettings, refuse_embedded_options
+
+if TYPE_CHECKING:
+    from lookalike.index.base import Item
+
+IndexError_ = IndexRequestError
+"""Every refusal here is the caller's to fix: the request error, under the name this module always raised."""
 
 MAX_ID_BYTES = 512
 """OpenSearch's ``_id`` limit; Milvus is given the same (its VARCHAR primary key is declared that long)."""
@@ -43,6 +54,61 @@ no more of it, as it knows no model)."""
 INT64_MIN, INT64_MAX = filters.INT64_MIN, filters.INT64_MAX
 """SQLite, OpenSearch's ``long`` and Milvus's JSON store integers as signed 64-bit; -2**63 is left out, as
 filters must leave it out (Milvus cannot parse it as a literal), so that every stored integer can be found."""
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What one backend can hold beyond the shared item limits above: each backend class declares one."""
+
+    backend: str
+    """How messages name the backend."""
+    max_dim: int | None = None
+    """The largest vector dimension (None: only memory bounds it)."""
+    max_k: int | None = None
+    """The largest k of one search (None: any)."""
+    embedded_options: bool = False
+    """Whether it honours the embedded-only settings (``settings.EMBEDDED_ONLY_FIELDS``); others refuse them."""
+
+
+@dataclass(frozen=True)
+class Batch:
+    """One add, checked whole: the items with their vectors as float32 rows, metadata as canonical JSON, and
+    colours as float32 (or None). What a backend's ``_write`` receives: it needs to check nothing again."""
+
+    items: Sequence[Item]
+    vectors: np.ndarray
+    metadata_json: list[str]
+    colours: list[np.ndarray | None]
+
+    @property
+    def ids(self) -> list[str]:
+        return [item.id for item in self.items]
+
+    def metadata(self) -> list[dict[str, Any]]:
+        """The metadata as plain dicts (re-read from the canonical JSON: exactly what is stored)."""
+        return [json.loads(text) for text in self.metadata_json]
+
+
+def check_settings(settings: IndexSettings, limits: Limits) -> None:
+    """Settings a backend can create an index with, checked before anything is created or any server is
+    contacted: the settings' own rules (:meth:`IndexSettings.check`), the backend's largest dimension, and
+    no embedded-only setting on a backend that would ignore it."""
+    if not limits.embedded_options:  # first: "embedded only" is the clearer message for such a setting
+        refuse_embedded_options(settings, limits.backend)
+    settings.check()
+    if limits.max_dim is not None and settings.dim > limits.max_dim:
+        raise VectorSizeError(
+            f"{limits.backend} holds vectors of at most {limits.max_dim} dimensions, got {settings.dim}"
+        )
+
+
+def check_k(k: Any, limits: Limits) -> int:
+    """A search's k: a positive integer, within the backend's limit."""
+    if not isinstance(k, int) or isinstance(k, bool) or k < 1:
+        raise IndexRequestError(f"k must be a positive integer, got {k!r}")
+    if limits.max_k is not None and k > limits.max_k:
+        raise IndexRequestError(f"k must be at most {limits.max_k} on {limits.backend}, got {k}")
+    return k
 
 
 def check_id(item_id: Any) -> str:
@@ -145,6 +211,12 @@ def check_note(name: Any, value: Any) -> str | None:
     if _utf8_size(text, f"note {name!r}") > MAX_NOTE_BYTES:
         raise IndexError_(f"note {name!r} is over {MAX_NOTE_BYTES} bytes as JSON")
     return text
+
+
+def check_batch(items: Sequence[Item], settings: IndexSettings) -> Batch:
+    """Every item of one add, checked before anything is written (:class:`Batch`)."""
+    vectors, texts, colours = check_items(items, settings.dim, settings.metric)
+    return Batch(items, vectors, texts, colours)
 
 
 def check_items(items: Sequence[Any], dim: int, metric: str) -> tuple[np.ndarray, list[str], list[np.ndarray | None]]:
