@@ -5,7 +5,7 @@ INDEX  ?= .lookalike/index
 # The default index of every lookalike command, so the README's commands work on the demo as written.
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: install demo test lint bench bench-quick bench-api bench-attacks fuzz soak clean
+.PHONY: install demo test test-fast lint bench bench-quick bench-api bench-attacks fuzz soak clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -33,6 +33,11 @@ demo: install
 test: install
 	$(VENV)/bin/ruff check .
 	scripts/run-tests.sh
+
+# The inner loop: every test not marked slow (tests/conftest.py's SLOW list, the contract suite's [milvus]),
+# stopping at the first failure. No Milvus server is started; `make test` still runs everything.
+test-fast: install
+	$(VENV)/bin/pytest -m "not slow" -x -q
 
 lint: install
 	$(VENV)/bin/ruff check .

@@ -1,4 +1,5 @@
-"""Shared fixtures: a per-run model cache, the real default model, and small generated catalogues."""
+"""Shared fixtures: a per-run model cache, the real default model, small generated catalogues, a decode spy; and
+which tests are ``slow`` (``make test-fast`` leaves them out; ``make test`` runs everything)."""
 
 from __future__ import annotations
 
@@ -61,6 +62,62 @@ def photo_folder(tmp_path: Path) -> Path:
         folder.mkdir(parents=True, exist_ok=True)
         (folder / f"item-{seed:02d}.jpg").write_bytes(make_photo(seed))
     return root
+
+
+# ----------------------------------------------------------------------------------------- slow tests
+# Tests over ~3 s on a quiet 2-core machine, browser tests, soak- and fuzz-like tests and the Milvus server's:
+# marked here, in one list, rather than in each file, so the fast loop's choice is reviewed in one place. A file
+# path marks every test in it; ``path::name`` marks one test (all its parameters). Milvus tests of the contract
+# suite are marked by their ``[milvus]`` parameter (tests/contract/conftest.py).
+SLOW = (
+    "tests/test_web_shop.py",  # a real browser (Playwright) against a live server
+    "tests/test_attacks.py",  # hostile load on a real server
+    "tests/test_index_milvus.py",  # a real Milvus server
+    "tests/test_concurrency.py::test_a_server_keeps_answering_while_other_processes_ingest_and_delete",  # soak
+    "tests/test_crash.py",  # repeated SIGKILLs of real ingest processes
+    "tests/test_cli.py::test_index_search_info_delete_eval",
+    "tests/test_cli.py::test_search_errors_name_the_problem",
+    "tests/test_cli.py::test_quantized_structure_options_reach_the_index",
+    "tests/test_cli.py::test_the_progress_bar_and_the_summary_agree_with_the_files_listed",
+    "tests/test_cli.py::test_models_lists_the_registry",
+    "tests/test_adapt.py::test_cli_adapt_and_undo",
+    "tests/test_adapt.py::test_undo_restores_the_plain_vectors_and_relearning_starts_from_them",
+    "tests/test_confidence.py::test_calibration_is_kept_with_the_index_and_shapes_every_answer",
+    "tests/test_confidence.py::test_the_api_answers_with_tiers_folds_copies_and_lists_duplicates",
+    "tests/test_api_shop.py::test_a_focused_index_answers_where_it_found_the_product",
+)
+
+
+def _is_slow(nodeid: str) -> bool:
+    path, _, rest = nodeid.partition("::")
+    test = f"{path}::{rest.split('[', 1)[0].split('::', 1)[0]}"
+    return path in SLOW or test in SLOW
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        if _is_slow(item.nodeid):
+            item.add_marker(pytest.mark.slow)
+
+
+@pytest.fixture
+def pillow_decodes(monkeypatch: pytest.MonkeyPatch) -> list[tuple[int, int]]:
+    """A spy on Pillow's decoding (``Image.load``): the size of every image decoded while the test runs.
+
+    So a test that means "refused without decoding" asserts the decoder was never called, instead of timing it
+    (wall time on a shared machine says little, and nothing about why it was fast)."""
+    from PIL import Image, ImageFile
+
+    decoded: list[tuple[int, int]] = []
+    for cls in (Image.Image, ImageFile.ImageFile):
+        original = cls.load
+
+        def load(self, _original=original):  # type: ignore[no-untyped-def]
+            decoded.append(self.size)
+            return _original(self)
+
+        monkeypatch.setattr(cls, "load", load)
+    return decoded
 
 
 # Read at import, before the session's cache fixture points LOOKALIKE_CACHE at a temporary directory.
