@@ -226,23 +226,23 @@ def test_documents_and_text_are_not_images(payload, hint):
     assert hint in str(caught.value)
 
 
-def test_header_only_bomb_is_refused_before_decoding():
+def test_header_only_bomb_is_refused_before_decoding(pillow_decodes):
     data = png_header(8000, 6000)  # 48 MP; the pixel data is 16 bytes, so decoding would fail differently
-    start = time.perf_counter()
     with pytest.raises(ImageError) as caught:
         load_image(data)
-    assert time.perf_counter() - start < 1.0
+    assert pillow_decodes == []  # refused from the header: the decoder was never called
     assert str(caught.value) == "image too large: 8000x6000 pixels exceeds the limit of 40,000,000"
 
 
-def test_huge_bomb_is_refused_quickly():
+def test_huge_bomb_is_refused_without_decoding(pillow_decodes):
     data = png_header(30000, 30000)
     assert len(data) < 100
     pixel_limit = Image.MAX_IMAGE_PIXELS
-    start = time.perf_counter()
     with pytest.raises(ImageError, match="image too large") as caught:
         load_image(data)
-    assert time.perf_counter() - start < 1.0
+    assert pillow_decodes == []
+    load_image(encode(noise((64, 48)), "PNG"))
+    assert pillow_decodes, "the spy sees a real decode"
     assert "limit" in str(caught.value)
     assert pixel_limit == Image.MAX_IMAGE_PIXELS  # global Pillow state untouched
 
@@ -559,7 +559,9 @@ def test_scan_count_is_linear_in_the_worst_case():
     filler = (b"\xff\x00" * 1000 + b"\xff\xd3" + b"\xff" * 1000 + b"\x00") * 2500  # 10 MB
     started = time.perf_counter()
     assert images._jpeg_scan_count(data[:header_end] + filler + data[header_end:]) == 1
-    assert time.perf_counter() - started < 0.5
+    # Byte by byte in Python, 10 MB of markers take tens of seconds; skipped in C, milliseconds. 3 s leaves a
+    # loaded machine room and still tells the two apart.
+    assert time.perf_counter() - started < 3.0
 
 
 def test_scan_count_refuses_a_file_of_countless_markers():
