@@ -377,6 +377,7 @@ def _index_without_colours(path: Path) -> list[Item]:
         index.add(items)
     with contextlib.closing(sqlite3.connect(path / "index.sqlite")) as db:
         db.execute("ALTER TABLE items DROP COLUMN colour")
+        db.execute("PRAGMA user_version = 0")  # that release did not version its store
         db.commit()
     return items
 
