@@ -81,7 +81,7 @@ def from_unit_squared_l2(raw: float) -> float:
 
 def to_results(hits: Iterable[Hit], metric: Metric, k: int) -> list[SearchResult]:
     """The best ``k`` hits (given best first) as results, scored by :func:`score_from_distance`."""
-    results = []
+    results: list[SearchResult] = []
     for hit in hits:
         if len(results) == k:
             break

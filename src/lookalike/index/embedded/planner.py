@@ -15,6 +15,7 @@ import faiss
 import numpy as np
 
 from lookalike.index import filters
+from lookalike.index.embedded.state import EmbeddedState
 from lookalike.index.embedded.structure import _core
 from lookalike.index.results import (
     Hit,
@@ -61,7 +62,7 @@ def plan(settings: IndexSettings, *, exact: bool, staging: bool, allowed: int, t
     return Plan(brute, rescore, k_brute)
 
 
-class PlannerMixin:
+class PlannerMixin(EmbeddedState):
     """The search path of :class:`EmbeddedIndex` (``_knn``, which the contract's ``search`` calls)."""
 
     def _knn(self, query: np.ndarray, k: int, conditions: list[filters.Condition], exact: bool) -> list[Hit]:

@@ -14,6 +14,8 @@ from typing import Any
 import faiss
 import numpy as np
 
+from lookalike.index.embedded.state import EmbeddedState
+
 GRAPH_BATCH = 2048
 """New vectors reach the HNSW graph in batches this large: FAISS builds a graph ~10x faster per vector in big
 parallel batches than 32 at a time (0.18 against ~2 ms per 1280-d vector on 2 cores). They are durable in
@@ -21,7 +23,7 @@ SQLite at once, and a search brute-forces the ones not in the graph yet and merg
 difference (and a server catching up with another process's small commits does not pay for small inserts)."""
 
 
-class PositionsMixin:
+class PositionsMixin(EmbeddedState):
     """Positions, liveness and the pending buffer of :class:`EmbeddedIndex`."""
 
     def _append(self, vids: Sequence[int], vectors: np.ndarray) -> None:

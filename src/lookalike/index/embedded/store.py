@@ -27,6 +27,7 @@ import numpy as np
 from lookalike.errors import IndexFormatError
 from lookalike.index import validate
 from lookalike.index.base import Item
+from lookalike.index.embedded.state import EmbeddedState
 
 SQLITE_NAME = "index.sqlite"
 SCHEMA = """
@@ -57,7 +58,7 @@ NOTE_PREFIX, NOTE_PREFIX_END = "note:", "note;"
 """Notes live in ``meta`` under ``note:NAME`` (``;`` follows ``:``, so the two bound a range scan)."""
 
 
-class StoreMixin:
+class StoreMixin(EmbeddedState):
     """The item and note reads and the note writes of :class:`EmbeddedIndex` (``self._db``, under ``self._lock``)."""
 
     def get(self, id: str, with_vector: bool = False) -> Item | None:

@@ -18,6 +18,7 @@ from typing import Any
 import faiss
 import numpy as np
 
+from lookalike.index.embedded.state import EmbeddedState
 from lookalike.index.settings import IndexSettings
 
 FAISS_NAME = "vectors.faiss"
@@ -101,7 +102,7 @@ def _store_kind(index: faiss.Index) -> str:
     return f"sq{store.sq.qtype}" if isinstance(store, faiss.IndexScalarQuantizer) else "flat"
 
 
-class StructureMixin:
+class StructureMixin(EmbeddedState):
     """The FAISS structure of :class:`EmbeddedIndex`: ``self._faiss`` and its owner, ``self._mapped``,
     ``self._stages``; ``save`` writes its checkpoint."""
 

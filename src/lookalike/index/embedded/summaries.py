@@ -13,13 +13,14 @@ from collections.abc import Callable
 from typing import Any
 
 from lookalike.index import filters
+from lookalike.index.embedded.state import EmbeddedState
 from lookalike.index.results import (
     choose_facets,
     facets_under,
 )
 
 
-class SummariesMixin:
+class SummariesMixin(EmbeddedState):
     """Metadata summaries of :class:`EmbeddedIndex` (``self._summaries``, keyed by the items' state)."""
 
     # Facets, ranges and fields read every item's metadata (about 2 s for unfiltered facets over 100,000 items

@@ -15,13 +15,14 @@ from collections.abc import Iterator
 import numpy as np
 
 from lookalike.index.embedded.positions import GRAPH_BATCH
+from lookalike.index.embedded.state import EmbeddedState
 
 TOMBSTONES_KEPT = 100_000
 """``deleted_vids`` logs every deleted vid so that other processes can mask them without rescanning; ``save``
 trims it to the newest entries. A reader further behind than that reconciles with a scan of the vids instead."""
 
 
-class SyncMixin:
+class SyncMixin(EmbeddedState):
     """What :class:`EmbeddedIndex` knows of SQLite's state (``self._data_version``, ``self._seen_delete``)."""
 
     # Several processes may open one index (a server answering queries while ``lookalike index`` or

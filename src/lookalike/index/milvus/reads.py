@@ -8,9 +8,10 @@ are of exactly the items a search under that filter can return.
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import suppress
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -33,6 +34,18 @@ with suppress(ImportError):  # pymilvus is not installed: _connect says so befor
 
 class MilvusReads:
     """The reads of :class:`MilvusIndex` (``self._collection``, at ``self.consistency``)."""
+
+    # Set by MilvusIndex.__init__; declared here so this module reads (and type-checks) on its own.
+    name: str
+    consistency: str
+    _alias: str
+    _collection: Any
+    _lock: threading.Lock
+    _has_colour: bool
+
+    if TYPE_CHECKING:
+
+        def _check_open(self) -> None: ...
 
     def get(self, id: str, with_vector: bool = False) -> Item | None:
         if not _storable_id(id):

@@ -3,9 +3,9 @@ counts, facets and ranges (terms and min/max aggregations), fields and notes (th
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import suppress
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -26,9 +26,26 @@ from lookalike.index.opensearch.mapping import (
 )
 from lookalike.index.results import by_count, facets_under
 
+if TYPE_CHECKING:
+    from lookalike.index.opensearch.config import OpenSearchConfig
+
 
 class OpenSearchReads:
     """The reads of :class:`OpenSearchIndex` (``self.client``, refreshed first when ``self._stale``)."""
+
+    # Set by OpenSearchIndex.__init__; declared here so this module reads (and type-checks) on its own.
+    client: Any
+    name: str
+    engine: str
+    config: OpenSearchConfig
+    _serverless: bool
+    _types: dict[str, str] | None
+
+    if TYPE_CHECKING:
+
+        def _call(self, what: str, method: Callable[..., Any], /, **kwargs: Any) -> Any: ...
+        def _filter_clauses(self, conditions: list[filters.Condition]) -> list[dict[str, Any]] | None: ...
+        def _refresh_if_stale(self) -> None: ...
 
     def get(self, id: str, with_vector: bool = False) -> Item | None:
         if not _possible_id(id):
