@@ -67,8 +67,8 @@ def photo_folder(tmp_path: Path) -> Path:
 # ----------------------------------------------------------------------------------------- slow tests
 # Tests over ~3 s on a quiet 2-core machine, browser tests, soak- and fuzz-like tests and the Milvus server's:
 # marked here, in one list, rather than in each file, so the fast loop's choice is reviewed in one place. A file
-# path marks every test in it; ``path::name`` marks one test (all its parameters). Milvus tests of the contract
-# suite are marked by their ``[milvus]`` parameter (tests/contract/conftest.py).
+# path marks every test in it; ``path::name`` one test (all its parameters); ``path::name[id]`` one case. Milvus
+# tests of the contract suite are marked by their ``[milvus]`` parameter (tests/contract/conftest.py).
 SLOW = (
     "tests/test_web_shop.py",  # a real browser (Playwright) against a live server
     "tests/test_attacks.py",  # hostile load on a real server
@@ -85,13 +85,35 @@ SLOW = (
     "tests/test_confidence.py::test_calibration_is_kept_with_the_index_and_shapes_every_answer",
     "tests/test_confidence.py::test_the_api_answers_with_tiers_folds_copies_and_lists_duplicates",
     "tests/test_api_shop.py::test_a_focused_index_answers_where_it_found_the_product",
+    "tests/test_adapt.py::test_the_projection_helps_items_that_have_no_label",
+    "tests/test_adapt.py::test_class_directions_span_the_class_means_and_need_two_classes",
+    "tests/test_adapt.py::test_adapt_reprojects_every_vector_and_queries_follow",
+    "tests/test_focus.py::test_a_u2net_project_state_dict_loads_and_exports",  # a torch export
+    "tests/test_focus.py::test_int8_is_built_once_and_agrees_with_fp32",
+    "tests/test_focus.py::test_symbolic_dimensions_change_nothing_at_320",
+    "tests/test_embed.py::test_a_cached_export_embeds_and_searches_with_no_torch_at_all",  # a fresh process
+    "tests/test_embed.py::test_resnet50_loads_torchvision_format_weights_from_a_file",
+    "tests/test_hostile.py::test_cli_as_a_real_process",
+    "tests/test_filter_cost.py::test_random_filters_agree_with_matches",  # fuzz-like
+    "tests/test_filter_cost.py::test_the_largest_filter_allowed_answers_exactly",
+    "tests/test_filters.py::test_sql_agrees_with_matches_on_large_mixed_lists",  # fuzz-like
+    "tests/test_evaluate.py::test_duplicate_recall_matches_a_reference_through_the_query_path",
+    "tests/test_datasets.py::test_indexing_the_sample",
+    "tests/test_index_embedded.py::test_compacting_saves_free_the_previous_structure",  # 9 rounds of 512-d churn
+    "tests/contract/test_divergences.py::test_an_unreachable_server_is_not_a_bad_request",  # a client timeout
+    "tests/test_snapshot.py::test_snapshots_taken_during_an_ingest_are_committed_states_with_the_same_answers",
+    "tests/test_ingest.py::test_ingest_killed_mid_run_resumes_without_loss_or_duplicates",  # kills a process
+    "tests/test_quantize.py::test_bigger_int8_is_made_from_its_own_variant_and_the_registry_reuses_it",
+    "tests/test_quantize.py::test_int8_builds_next_to_fp32_and_the_registry_reuses_the_cached_file",
+    "tests/test_index_quantized.py::test_setting_lifecycle[ivf-pq]",
+    "tests/test_index_quantized.py::test_setting_lifecycle[ivf-pq-fp16-store]",
 )
 
 
 def _is_slow(nodeid: str) -> bool:
     path, _, rest = nodeid.partition("::")
     test = f"{path}::{rest.split('[', 1)[0].split('::', 1)[0]}"
-    return path in SLOW or test in SLOW
+    return path in SLOW or test in SLOW or nodeid in SLOW
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
