@@ -14,6 +14,7 @@ from starlette.types import Scope
 
 import lookalike
 from lookalike.api import reference, routes
+from lookalike.api.after_response import AfterResponse
 from lookalike.api.errors import install_error_handlers
 from lookalike.api.forwarded import ForwardedHostAndPrefix
 from lookalike.api.limits import BodySizeLimit, RateLimit
@@ -72,7 +73,9 @@ def create_app(catalog: Catalog, settings: Settings | None = None, uploads_dir: 
     app.include_router(routes.router)
     app.include_router(reference.router)
 
-    # Innermost of the middleware: it sees the answers of the error handlers, as the routes' own.
+    # Innermost of the middleware, seeing the error handlers' answers as the routes' own: the work a request
+    # left until its answer is out (a query image to disk), then the request metrics.
+    app.add_middleware(AfterResponse)
     app.add_middleware(CountRequests, metrics=lambda: app.state.lookalike.metrics, label=route_label)
     # Base64 inflates an image by 4/3; the rest is room for the JSON or multipart envelope.
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_upload_bytes * 4 // 3 + 64 * 1024)

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from lookalike.api.after_response import after_response
 from lookalike.api.query_store import QueryStore
 
 
@@ -42,8 +43,9 @@ class QueryCache:
 
     def put(self, data: bytes, vector: np.ndarray, colour: np.ndarray | None = None) -> str:
         ref = self.ref_of(data)
-        if self.store is not None:
-            self.store.put(ref, data)
+        store = self.store
+        if store is not None:  # to disk once the answer is out (api/after_response.py); the memory has it now
+            after_response(lambda: store.put(ref, data))
         with self._lock:
             if ref in self._items:
                 self._items.move_to_end(ref)
