@@ -32,6 +32,7 @@ demo: install
 # The suite runs inside a private network namespace with a Milvus server (scripts/run-tests.sh).
 test: install
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy
 	scripts/run-tests.sh
 
 # The inner loop: every test not marked slow (tests/conftest.py's SLOW list, the contract suite's [milvus]),
@@ -42,6 +43,7 @@ test-fast: install
 lint: install
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
 
 # Every table and figure of docs/benchmarks.md (about 60 minutes on 2 cores; bench-quick: a smaller run).
 # Fashion-MNIST (Debian's dataset-fashion-mnist) supplies real vectors for the million-vector benchmark.

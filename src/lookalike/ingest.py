@@ -122,7 +122,7 @@ def ingest(
         nonlocal since_checkpoint
         if not pending:
             return
-        vectors = embedder.embed_prepared(np.stack([p.pixels for p in pending]))
+        vectors = embedder.embed_prepared(np.stack([p.pixels for p in pending if p.pixels is not None]))
         items = [
             Item(p.item.id, vector, p.item.metadata, p.item.location, p.content_hash, p.colour)
             for p, vector in zip(pending, vectors, strict=True)

@@ -120,9 +120,11 @@ def adapt_index(
         raise AdaptError("lookalike adapt works on cosine indexes (it re-projects directions, not lengths)")
     try:
         current: Projection | None = catalog.embedder.projection
-        rows, metadata = [], []
+        rows: list[np.ndarray] = []
+        metadata: list[dict[str, Any]] = []
         for batch in catalog.index.iter_items(with_vectors=True):
             for item in batch:
+                assert item.vector is not None  # asked for with_vectors
                 rows.append(item.vector)
                 metadata.append(item.metadata)
         plain = np.stack(rows) if rows else np.zeros((0, catalog.index.settings.dim), dtype=np.float32)
@@ -136,7 +138,7 @@ def adapt_index(
         if current is None:
             raise AdaptError("this index is not adapted: there is nothing to undo")
         new: Projection | None = None
-        positions, labels = np.zeros(0, dtype=np.int64), []
+        positions, labels = np.zeros(0, dtype=np.int64), list[str]()
     elif centre_only:
         positions, labels = np.zeros(0, dtype=np.int64), []
         new = Projection(np.zeros((plain.shape[1], 0), dtype=np.float32), 0.0, unit_mean(plain), {"field": None})

@@ -35,4 +35,4 @@ class ForwardedHostAndPrefix:
                 if prefix:
                     cleaned = "/" + prefix.decode("latin-1").split(",")[0].strip().strip("/")
                     scope["root_path"] = scope.get("root_path", "") + (cleaned if cleaned != "/" else "")
-        await self.app(scope, receive, send)
+        await self.app(scope, receive, send)  # type: ignore[arg-type]  # uvicorn's scope types are TypedDicts

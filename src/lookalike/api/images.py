@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import threading
 from collections import OrderedDict
+from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import quote
 
@@ -35,7 +36,7 @@ class ThumbnailCache:
         self._bytes = 0
         self._lock = threading.Lock()
 
-    def get_or_make(self, item: Item, size: int, read: callable) -> bytes:  # type: ignore[valid-type]
+    def get_or_make(self, item: Item, size: int, read: Callable[[], bytes]) -> bytes:
         key = (item.id, item.content_hash, size)
         with self._lock:
             if key in self._items:

@@ -41,7 +41,8 @@ class QueryCache:
     def ref_of(data: bytes) -> str:
         return hashlib.blake2b(data, digest_size=12).hexdigest()
 
-    def put(self, data: bytes, vector: np.ndarray, colour: np.ndarray | None = None) -> str:
+    def put(self, data: bytes, vector: np.ndarray | None, colour: np.ndarray | None = None) -> str:
+        """Keep a query; ``vector`` None keeps only its picture (a crop's vector is not the picture's)."""
         ref = self.ref_of(data)
         store = self.store
         if store is not None:  # to disk once the answer is out (api/after_response.py); the memory has it now

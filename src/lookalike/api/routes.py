@@ -30,6 +30,7 @@ from lookalike.api.schemas import (
 )
 from lookalike.api.service import (
     THUMBNAIL_SIZE,
+    QueryType,
     ServerState,
     check_upload_size,
     decode_base64,
@@ -103,6 +104,8 @@ async def search(request: Request, state: State) -> SearchResponse:
         body = SearchRequest.model_validate_json(await request.body())
     except ValidationError as exc:
         raise RequestValidationError(exc.errors()) from None
+    kind: QueryType
+    value: Any
     if body.image_base64 is not None:
         kind, value = "base64", decode_base64(body.image_base64)
     elif body.url is not None:

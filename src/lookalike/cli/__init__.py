@@ -31,7 +31,7 @@ def main() -> None:
     try:  # typer 0.26+ carries its own click; older ones use click itself
         from typer._click.exceptions import UsageError
     except ImportError:
-        from click.exceptions import UsageError
+        from click.exceptions import UsageError  # type: ignore[assignment]
 
     try:
         code = app(standalone_mode=False)

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -194,7 +194,7 @@ def _leave_one_out(catalog: Catalog, item_id: str, image: bytes, verifying: bool
     return _row(catalog, item.vector, image, None, item_id, verifying)
 
 
-def _quantile(values: list[float], q: float, default: float) -> float:
+def _quantile(values: Sequence[float], q: float, default: float) -> float:
     return float(np.quantile(values, q)) if values else default
 
 

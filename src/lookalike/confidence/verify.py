@@ -99,7 +99,7 @@ def _orb(grey: np.ndarray, rgb: np.ndarray) -> Features:
     if min(grey.shape) < 16:
         return Features(np.zeros((0, 2), np.float32), None)
     keypoints, descriptors = cv2.ORB_create(nfeatures=FEATURES).detectAndCompute(grey, None)
-    points = np.float32([point.pt for point in keypoints]).reshape(-1, 2)
+    points = np.asarray([point.pt for point in keypoints], dtype=np.float32).reshape(-1, 2)
     scale = THUMB / min(grey.shape)
     thumb = cv2.resize(rgb, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
     return Features(points, descriptors, thumb, scale)

@@ -179,7 +179,7 @@ def _normalisation(model: Any) -> tuple[Any, Any, Any, float, float] | None:
     for div in graph.node:
         sub = producer.get(div.input[0]) if div.op_type == "Div" else None
         cast = producer.get(sub.input[0]) if sub is not None and sub.op_type == "Sub" else None
-        if cast is None or cast.op_type != "Cast":
+        if sub is None or cast is None or cast.op_type != "Cast":
             continue
         mean, std = constants.get(sub.input[1]), constants.get(div.input[1])
         if mean is None or std is None or np.ptp(mean) != 0 or np.ptp(std) != 0:

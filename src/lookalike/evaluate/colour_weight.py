@@ -49,9 +49,11 @@ def tune_colour_weight(catalog: Catalog, field: str, queries: int = QUERIES, see
         for item_id, label in sample:
             answer = search_item(catalog, item_id, K, shaping=Shaping(dedupe=False, colour=weight))
             found = catalog.index.colours([hit.id for hit in answer.results])
-            wanted = colour.dominant(shades[item_id])  # type: ignore[arg-type]
+            shade = shades[item_id]
+            assert shade is not None  # only items with a colour are asked
+            wanted = colour.dominant(shade)
             precision.append(np.mean([hit.metadata.get(field) == label for hit in answer.results]))
-            share.append(np.mean([found[hit.id] is not None and colour.dominant(found[hit.id]) == wanted
+            share.append(np.mean([(other := found[hit.id]) is not None and colour.dominant(other) == wanted
                                   for hit in answer.results]))  # fmt: skip
         measured[str(weight)] = {
             "precision@10": round(float(np.mean(precision)), 4),

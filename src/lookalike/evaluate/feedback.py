@@ -68,8 +68,8 @@ def negative_feedback_effect(
         ]
     )
     _, after = faiss.knn(_prepared(moved, snapshot.metric), base, wanted, metric=metric)
-    shares = {"before": [], "after": []}
-    precision = {"before": [], "after": []}
+    shares: dict[str, list[float]] = {"before": [], "after": []}
+    precision: dict[str, list[float]] = {"before": [], "after": []}
     for i, (query, negative) in enumerate(zip(queries, negatives, strict=True)):
         for name, found in (("before", before[rows[i]]), ("after", after[i])):
             top = [p for p in found if p not in (query, negative) and p >= 0][:k]

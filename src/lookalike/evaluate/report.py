@@ -99,7 +99,7 @@ def evaluate_index(
         "label_field": options.label_field,
         "ignored_labels": list(ignore),
         "ignored_labels_from": ignore_source,
-        "held_out": None if among is None else {**holdout, "items": int(among.sum())},
+        "held_out": None if among is None or holdout is None else {**holdout, "items": int(among.sum())},
     }
     exact = same_label_precision(
         index, k_values, options.label_field, True, ignore, snapshot=snapshot, neighbours=neighbours, among=among

@@ -4,6 +4,7 @@ CPU-time deadline, then EXIF orientation and the conversion to RGB."""
 from __future__ import annotations
 
 import contextlib
+from typing import cast
 
 from PIL import Image, ImageOps, JpegImagePlugin
 
@@ -81,7 +82,7 @@ def load_image(
                     f"JPEG has {scans:,} scans, more than the limit of {MAX_JPEG_SCANS}"
                     " (every progressive scan is another pass over the whole image)"
                 )
-            passes = scans * _jpeg_coefficients(image, (width, height))
+            passes = scans * _jpeg_coefficients(cast(JpegImagePlugin.JpegImageFile, image), (width, height))
             if passes > MAX_JPEG_COEFFICIENT_PASSES:
                 raise ImageError(
                     f"JPEG of {width}x{height} pixels has {scans} scans, which would pass over"

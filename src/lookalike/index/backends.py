@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from lookalike.errors import IndexError_, IndexRequestError
 from lookalike.index.base import IndexSettings, VectorIndex
@@ -75,7 +75,7 @@ def _milvus() -> type[VectorIndex]:
     return MilvusIndex
 
 
-def _opensearch_config(target: IndexTarget):  # type: ignore[no-untyped-def]
+def _opensearch_config(target: IndexTarget) -> Any:
     from lookalike.index.opensearch import OpenSearchConfig
 
     return OpenSearchConfig.from_url(target.server_url)
@@ -106,7 +106,7 @@ REGISTRY: dict[str, Backend] = {
         default_url="http://127.0.0.1:19530",
     ),
 }
-BACKENDS: tuple[BackendName, ...] = tuple(REGISTRY)  # type: ignore[assignment]
+BACKENDS: tuple[BackendName, ...] = tuple(REGISTRY)  # type: ignore[arg-type]  # the registry's keys are the names
 DEFAULT_URLS = {name: backend.default_url for name, backend in REGISTRY.items() if backend.default_url}
 
 

@@ -17,7 +17,7 @@ except ImportError:  # the extra is not installed: only an injected client can b
     class _ClientError(Exception):  # type: ignore[no-redef]
         """Stands in for opensearch-py's errors when it is missing; nothing raises it."""
 
-    _Unreachable = _ClientError  # type: ignore[misc]
+    _Unreachable = _ClientError  # type: ignore[misc,assignment]
 
 if TYPE_CHECKING:
     from lookalike.index.opensearch.config import OpenSearchConfig

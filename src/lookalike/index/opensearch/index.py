@@ -213,7 +213,8 @@ class OpenSearchIndex(OpenSearchReads, VectorIndex):
         response = self._call(
             "read refresh_interval", self.client.indices.get_settings, index=self.name, name="index.refresh_interval"
         )
-        previous = next(iter(response.values()), {}).get("settings", {}).get("index", {}).get("refresh_interval")
+        first: dict[str, Any] = next(iter(response.values()), {})
+        previous = first.get("settings", {}).get("index", {}).get("refresh_interval")
         self._put_settings({"refresh_interval": "-1"})
         self._bulk_depth += 1
         try:

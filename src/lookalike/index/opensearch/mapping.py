@@ -112,7 +112,8 @@ def _family_of(value: Any) -> str:
 
 def _mappings_of(response: Mapping[str, Any]) -> dict[str, Any]:
     """The ``mappings`` of a get-mapping response, which is keyed by the (possibly aliased) index name."""
-    return next(iter(response.values()), {}).get("mappings", {})
+    first: dict[str, Any] = next(iter(response.values()), {})
+    return first.get("mappings", {})
 
 
 def _metadata_types(mappings: Mapping[str, Any]) -> dict[str, str]:
