@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
 import anyio
@@ -63,8 +63,10 @@ class Slots:
         )
 
     @asynccontextmanager
-    async def hold(self) -> AsyncIterator[None]:
-        """Run the block in a slot, waiting for one on the event loop if all are taken."""
+    async def hold(self) -> AsyncIterator[Callable[[], None]]:
+        """Run the block in a slot, waiting for one on the event loop if all are taken. The block is handed a
+        function that gives the slot back early (once; from any thread, so a worker can free it as soon as
+        the bounded part of its work is done)."""
         if not self._take():
             with self._lock:
                 full = self._waiting >= self.max_waiting
@@ -83,8 +85,16 @@ class Slots:
             finally:
                 with self._lock:
                     self._waiting -= 1
-        try:
-            yield
-        finally:
+        released = False
+
+        def release() -> None:
+            nonlocal released
             with self._lock:
-                self._busy -= 1
+                if not released:
+                    released = True
+                    self._busy -= 1
+
+        try:
+            yield release
+        finally:
+            release()

@@ -7,11 +7,11 @@ import binascii
 import os
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from fastapi import Request
 from fastapi.concurrency import run_in_threadpool
@@ -29,10 +29,11 @@ from lookalike.display import Display, from_note, parse_assignments, parse_hidde
 from lookalike.errors import ImageError, LookalikeError, NotCalibratedError, NotFoundError, PayloadTooLargeError
 from lookalike.index import Filter, Item
 from lookalike.search import DEFAULT_SHAPING, EmbeddedQuery, Shaping, embed_query
-from lookalike.service import search, search_vector
+from lookalike.service import SearchOutcome, search, search_vector
 from lookalike.sources.fetch import AddressGuard, fetch_bytes
 
 THUMBNAIL_SIZE = 320
+T = TypeVar("T")
 QueryType = Literal["upload", "base64", "url", "id", "ref", "feedback"]
 
 
@@ -150,18 +151,42 @@ async def embed_query_image(state: ServerState, data: bytes, crop: Crop | None =
     """Decode and embed (only ``crop``'s region, when given) in a decode slot: at most ``max_decodes``
     images are in memory at once."""
     check_upload_size(data, state)
-    settings = state.settings
     async with state.decode_slots.hold():
-        return await run_in_threadpool(
-            embed_query,
-            state.catalog,
-            data,
-            max_pixels=settings.max_pixels,
-            max_bytes=settings.max_upload_bytes,
-            max_decode_bytes=settings.max_decode_bytes,
-            max_decode_seconds=settings.max_decode_seconds,
-            crop=crop,
-        )
+        return await run_in_threadpool(_embedding(state, data, crop))
+
+
+async def embed_and_search(
+    state: ServerState, data: bytes, crop: Crop | None, then: Callable[[EmbeddedQuery], T]
+) -> tuple[EmbeddedQuery, T]:
+    """:func:`embed_query_image`, then ``then`` (the search) with its result in the same worker thread: one
+    trip to the thread pool and back instead of two (0.3 ms of a search by upload on 2 cores). The decode
+    slot is given back as soon as the image is embedded: the search runs outside its bound, as before."""
+    check_upload_size(data, state)
+    embedding = _embedding(state, data, crop)
+    async with state.decode_slots.hold() as release:
+
+        def embed_then_search() -> tuple[EmbeddedQuery, T]:
+            try:
+                embedded = embedding()
+            finally:
+                release()
+            return embedded, then(embedded)
+
+        return await run_in_threadpool(embed_then_search)
+
+
+def _embedding(state: ServerState, data: bytes, crop: Crop | None) -> Callable[[], EmbeddedQuery]:
+    settings = state.settings
+    return partial(
+        embed_query,
+        state.catalog,
+        data,
+        max_pixels=settings.max_pixels,
+        max_bytes=settings.max_upload_bytes,
+        max_decode_bytes=settings.max_decode_bytes,
+        max_decode_seconds=settings.max_decode_seconds,
+        crop=crop,
+    )
 
 
 async def item_image_bytes(item: Item, state: ServerState) -> bytes:
@@ -222,6 +247,7 @@ async def run_search(
     else:
         timings: dict[str, float] = {}
         box: Crop | None = None
+        searched: SearchOutcome | None = None  # an upload's or a URL's is searched with its embedding
         if kind == "ref":
             cached = state.queries.get(value)
             if cached is None:
@@ -238,16 +264,25 @@ async def run_search(
                 value = await fetch_query_image(state, value)
                 timings["fetch"] = (time.perf_counter() - fetch_started) * 1000
             data = value
-            embedded = await embed_query_image(state, data, crop)
+            embedded, searched = await embed_and_search(
+                state,
+                data,
+                crop,
+                lambda found: search_vector(
+                    catalog, found.vector, k, filter, image=data, shade=found.colour, **steering
+                ),
+            )
             vector, shade, box = embedded.vector, embedded.colour, embedded.box
             timings |= embedded.timings
         # A region's vector is not the picture's: the cache keeps only the whole picture's.
         query.ref = state.queries.put(data, None, None) if crop is not None else state.queries.put(data, vector, shade)
         query.box = box.as_list() if box is not None else None
         query.image_url = f"/api/queries/{query.ref}/image"
-        response = await run_in_threadpool(
-            partial(search_vector, catalog, vector, k, filter, image=data, shade=shade), **steering
-        )
+        if searched is None:  # a ref is searched here
+            searched = await run_in_threadpool(
+                partial(search_vector, catalog, vector, k, filter, image=data, shade=shade), **steering
+            )
+        response = searched
         response.timings_ms = timings | response.timings_ms
     state.metrics.observe_stages(response.timings_ms)
     results = [
