@@ -11,7 +11,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal, TypeVar, cast
 
 from fastapi import Request
 from fastapi.concurrency import run_in_threadpool
@@ -20,7 +20,7 @@ from lookalike.api.capacity import Slots
 from lookalike.api.images import ThumbnailCache, image_path, read_item_image
 from lookalike.api.metrics import Metrics
 from lookalike.api.query_cache import QueryCache
-from lookalike.api.schemas import QueryInfo, Result, SearchResponse
+from lookalike.api.schemas import QueryInfo, Result, SearchResponse, TierName
 from lookalike.catalog import Catalog
 from lookalike.config import Settings
 from lookalike.crop import Crop
@@ -293,7 +293,7 @@ async def run_search(
             metadata=hit.metadata,
             image_url=image_path(hit.id),
             thumbnail_url=image_path(hit.id, THUMBNAIL_SIZE),
-            tier=hit.tier,
+            tier=cast(TierName | None, hit.tier),  # the tier rule's names; pydantic checks them again
             duplicates=hit.duplicates,
         )
         for hit in response.results
@@ -303,7 +303,7 @@ async def run_search(
     took["total"] = round((time.perf_counter() - started) * 1000, 3)
     return SearchResponse(
         model=response.model,
-        match=response.match,
+        match=cast(TierName | None, response.match),
         query=query,
         took_ms=took,
         results=results,
