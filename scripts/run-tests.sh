@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The whole test suite, with a Milvus server for the Milvus backend's and the congruence tests.
+# The whole test suite, with a Milvus server for the Milvus backend's and the contract suite's tests.
 #
 # The Milvus standalone server listens on every interface, so it runs, together with pytest, inside a
 # private network namespace that has only loopback (scripts/in-private-netns.sh); it is stopped afterwards.

@@ -3,7 +3,7 @@ and the order facets are given in.
 
 A backend's ``_knn`` answers with :class:`Hit` values in its own terms (a distance already converted to the
 metric's own: Euclidean, or 1 - cosine), best first; :func:`to_results` makes them results every backend
-scores alike, so their answers compare (tests/test_congruence.py). The converters below turn what each engine
+scores alike, so their answers compare (tests/contract/). The converters below turn what each engine
 reports (squared L2, inner product, similarity) into that distance.
 """
 
