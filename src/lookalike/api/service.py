@@ -63,16 +63,14 @@ class ServerState:
 
     def display(self) -> Display:
         """How items are shown: the index's note ``display`` under this server's settings, each unset role
-        given its usual field name. Read once (like the calibration): ``forget_display`` re-reads."""
+        given its usual field name. Read once, and again after a write (``after_write``)."""
         if self._display is None:
             settings = self.settings
             override = parse_assignments(settings.display).merged(parse_hidden(settings.hide))
             stored = from_note(self.catalog.index.notes().get(DISPLAY_NOTE))
-            self._display = stored.merged(override).resolved(self.catalog.index.fields())
+            # The index's cached field names (learned on every add), not a scan of every item's metadata.
+            self._display = stored.merged(override).resolved(self.catalog.index.known_fields().names())
         return self._display
-
-    def forget_display(self) -> None:
-        self._display = None
 
     def duplicate_groups(self) -> list[Any]:
         """The catalogue's near-duplicate groups, found once per state of the index (its item count and its
