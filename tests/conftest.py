@@ -116,10 +116,17 @@ def _is_slow(nodeid: str) -> bool:
     return path in SLOW or test in SLOW or nodeid in SLOW
 
 
+def _is_milvus(nodeid: str) -> bool:
+    """A test that talks to (or is about) the Milvus backend: its file, name or parameter says "milvus"."""
+    return "milvus" in nodeid.lower()
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     for item in items:
         if _is_slow(item.nodeid):
             item.add_marker(pytest.mark.slow)
+        if _is_milvus(item.nodeid):  # scripts/run-tests.sh runs these beside the rest (they mostly wait)
+            item.add_marker(pytest.mark.milvus)
 
 
 @pytest.fixture
