@@ -24,27 +24,24 @@ if ! scripts/in-private-netns.sh true 2>/dev/null; then
   echo "run-tests: cannot make a private network namespace here; Milvus tests will be skipped" >&2
   exec "${PYTEST[@]}"
 fi
-if [ $# -gt 0 ]; then  # a chosen selection: one pytest, as asked
-  MILVUS_REQUIRED=1 exec scripts/in-private-netns.sh bash -c '
-    scripts/milvus-server.sh start || { echo "run-tests: the Milvus server did not start" >&2; exit 1; }
-    "$@"; status=$?
-    scripts/milvus-server.sh stop
-    exit $status' run-tests "${PYTEST[@]}"
-fi
-# The whole suite: the tests marked milvus (tests/conftest.py) spend most of their time waiting for the server
-# (a collection's load and flush are polled, ~1-2 s each), so they run in a second pytest beside the rest,
-# which keeps both cores busy. The two selections are complements (-m milvus / -m "not milvus"); the second's
-# output is kept in a file and shown after the first's, and the run fails if either does.
+# Inside the namespace: start the server, run the tests, stop it. Given arguments, one pytest runs them as
+# asked. The whole suite instead runs the tests marked milvus (tests/conftest.py) in a second pytest beside
+# the rest: they spend most of their time waiting on the server (a collection's load and flush are polled,
+# ~1-2 s each), so this keeps both cores busy. The selections are complements (-m milvus / -m "not milvus");
+# the second's output is kept in a file and shown after the first's, and the run fails if either does.
 MILVUS_REQUIRED=1 exec scripts/in-private-netns.sh bash -c '
   scripts/milvus-server.sh start || { echo "run-tests: the Milvus server did not start" >&2; exit 1; }
-  log="$(mktemp -t lookalike-milvus-tests.XXXXXX)"
-  base="$(mktemp -d -t lookalike-milvus-tmp.XXXXXX)"
-  .venv/bin/pytest -q -m milvus --basetemp "$base/t" >"$log" 2>&1 &
-  milvus_pid=$!
-  .venv/bin/pytest -m "not milvus"; status=$?
-  wait "$milvus_pid"; milvus_status=$?
-  echo "=========================== the Milvus tests (-m milvus) ==========================="
-  cat "$log"
-  rm -rf "$log" "$base"
+  if [ $# -gt 0 ]; then
+    .venv/bin/pytest "$@"; status=$?
+  else
+    scratch="$(mktemp -d -t lookalike-milvus-tests.XXXXXX)"
+    .venv/bin/pytest -q -m milvus --basetemp "$scratch/tmp" >"$scratch/log" 2>&1 &
+    milvus_pid=$!
+    .venv/bin/pytest -m "not milvus"; status=$?
+    wait "$milvus_pid" || status=1
+    echo "=========================== the Milvus tests (-m milvus) ==========================="
+    cat "$scratch/log"
+    rm -rf "$scratch"
+  fi
   scripts/milvus-server.sh stop
-  [ "$status" -eq 0 ] && [ "$milvus_status" -eq 0 ]' run-tests
+  exit $status' run-tests "$@"

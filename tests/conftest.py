@@ -100,7 +100,6 @@ SLOW = (
     "tests/test_evaluate.py::test_duplicate_recall_matches_a_reference_through_the_query_path",
     "tests/test_datasets.py::test_indexing_the_sample",
     "tests/test_index_embedded.py::test_compacting_saves_free_the_previous_structure",  # 9 rounds of 512-d churn
-    "tests/contract/test_divergences.py::test_an_unreachable_server_is_not_a_bad_request",  # a client timeout
     "tests/test_snapshot.py::test_snapshots_taken_during_an_ingest_are_committed_states_with_the_same_answers",
     "tests/test_ingest.py::test_ingest_killed_mid_run_resumes_without_loss_or_duplicates",  # kills a process
     "tests/test_quantize.py::test_bigger_int8_is_made_from_its_own_variant_and_the_registry_reuses_it",
